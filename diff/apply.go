@@ -208,4 +208,3 @@ func FlagString(sys uint32, keywords []string) []string {
 	}
 	return append(out, keywords...)
 }
-
