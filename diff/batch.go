@@ -56,9 +56,9 @@ func (d *Delta) Expunged() bool { return d.SystemFlags&FlagExpunged != 0 }
 
 // HeaderChange is one header field a commit changed.
 type HeaderChange struct {
-	Field string
-	Old   uint64
-	New   uint64
+	Field string `json:"field"`
+	Old   uint64 `json:"old"`
+	New   uint64 `json:"new"`
 }
 
 // Batch is one Cyrus commit on one mailbox: the record deltas and header
