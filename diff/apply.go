@@ -31,9 +31,12 @@ type ApplyResult struct {
 	// Writes are the bytes to write: changed records in file order, then the
 	// header last. Empty when nothing changes.
 	Writes []Write
-	// NewFlags are keywords added to the replica's cyrus.header; the caller
-	// must write that file (Header.Encode) before the index writes.
-	NewFlags []string
+	// NewFlags are keywords added to the replica's cyrus.header. The caller
+	// must write HeaderFile as the new cyrus.header (.NEW, fsync, rename)
+	// before the index writes; the index header's header_file_crc already
+	// names it.
+	NewFlags   []string
+	HeaderFile []byte
 	// HighestModSeq and SyncCRC are the replica header's values after the apply.
 	HighestModSeq uint64
 	SyncCRC       uint32
@@ -137,6 +140,10 @@ func Apply(path string, file []byte, mh *MailboxHeader, b *Batch) (*ApplyResult,
 		if v, ok := b.HeaderValue(f); ok {
 			nh.raise(f, v)
 		}
+	}
+	if len(res.NewFlags) > 0 {
+		res.HeaderFile = mh.Encode()
+		nh.HeaderFileCRC = CRC32(res.HeaderFile)
 	}
 	res.HighestModSeq, res.SyncCRC = nh.HighestModSeq, nh.SyncCRCBasic
 	res.Diverged = nh.HighestModSeq == b.HighestModSeq && nh.SyncCRCBasic != b.SyncCRC

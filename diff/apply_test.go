@@ -118,7 +118,12 @@ func TestApplyNewKeyword(t *testing.T) {
 	if !slices.Equal(res.NewFlags, []string{"urgent"}) || !slices.Equal(rmh.UserFlags, pmh.UserFlags) || res.Diverged {
 		t.Fatalf("%+v %v", res, rmh.UserFlags)
 	}
-	if got := applyWrites(replica, res.Writes); !bytes.Equal(got, primary) {
+	got, _ := DecodeIndex("r", applyWrites(replica, res.Writes))
+	if got.Header.HeaderFileCRC != CRC32(res.HeaderFile) || !bytes.Equal(res.HeaderFile, rmh.Encode()) {
+		t.Fatal("header_file_crc does not name the new cyrus.header")
+	}
+	got.Header.HeaderFileCRC = ix.Header.HeaderFileCRC
+	if b, _ := got.Encode(); !bytes.Equal(b, primary) {
 		t.Fatal("replica differs after keyword apply")
 	}
 }

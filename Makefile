@@ -1,0 +1,39 @@
+# indexwire: see README.md.
+GO       ?= go
+BIN      := bin/indexwire
+FUZZTIME ?= 20s
+
+.PHONY: build test bench fuzz lint demo deps clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/indexwire
+
+deps:
+	./scripts/deps.sh
+
+# Everything: unit tests, fuzz seeds, and the tests that run real Cyrus and
+# real FUSE (they need root; they skip with a message otherwise).
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./diff/ ./diff/replica/ ./net/... ./fs/ | tee out/bench.txt
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIndex$$' -fuzztime $(FUZZTIME) ./diff/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMailboxHeader$$' -fuzztime $(FUZZTIME) ./diff/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) ./diff/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME) ./net/link/
+
+lint:
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; \
+	 else $(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./... || echo "lint: staticcheck not available, skipped"; fi
+
+demo: deps build
+	$(GO) run ./tests/demo
+
+clean:
+	rm -rf bin out
