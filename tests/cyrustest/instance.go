@@ -450,19 +450,36 @@ func (in *Instance) Addr() string {
 // Tool runs BinDir/<name> -C <imapd.conf> args... as cyrus:mail with TZ=UTC
 // and returns its standard output; on failure the error carries stderr.
 func (in *Instance) Tool(name string, args ...string) (string, error) {
-	if strings.ContainsRune(name, '/') {
-		return "", fmt.Errorf("tool %q: not a cyrus tool name", name)
-	}
-	cmd := exec.Command(filepath.Join(BinDir, name), append([]string{"-C", in.Conf}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: in.cyrus}
-	cmd.Env = []string{"TZ=UTC", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	err := in.runTool(&stdout, &stderr, name, args)
+	if err != nil {
 		return stdout.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err,
 			strings.TrimSpace(stderr.String()+" "+stdout.String()))
 	}
 	return stdout.String(), nil
+}
+
+// ToolCombined is Tool with standard output and standard error
+// interleaved in the result (for tools such as cyr_expire -v that report
+// on stderr).
+func (in *Instance) ToolCombined(name string, args ...string) (string, error) {
+	var out bytes.Buffer
+	if err := in.runTool(&out, &out, name, args); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err,
+			strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+func (in *Instance) runTool(stdout, stderr *bytes.Buffer, name string, args []string) error {
+	if strings.ContainsRune(name, '/') {
+		return fmt.Errorf("not a cyrus tool name")
+	}
+	cmd := exec.Command(filepath.Join(BinDir, name), append([]string{"-C", in.Conf}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: in.cyrus}
+	cmd.Env = []string{"TZ=UTC", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	return cmd.Run()
 }
 
 // MkUser creates the sasldb entry of name (password Password) and its
