@@ -146,7 +146,7 @@ func Apply(path string, file []byte, mh *MailboxHeader, b *Batch) (*ApplyResult,
 		nh.HeaderFileCRC = CRC32(res.HeaderFile)
 	}
 	res.HighestModSeq, res.SyncCRC = nh.HighestModSeq, nh.SyncCRCBasic
-	res.Diverged = nh.HighestModSeq == b.HighestModSeq && nh.SyncCRCBasic != b.SyncCRC
+	res.Diverged = !b.Partial && nh.HighestModSeq == b.HighestModSeq && nh.SyncCRCBasic != b.SyncCRC
 	hb, err := nh.Encode()
 	if err != nil {
 		return nil, err

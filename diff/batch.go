@@ -71,6 +71,7 @@ type Batch struct {
 	HighestModSeq    uint64
 	SyncCRC          uint32 // primary's synccrcs.basic after the commit
 	Repack           bool   // the commit replaced the index file (cyrus.index.NEW renamed over)
+	Partial          bool   // a catch-up chunk before the last: SyncCRC is not the state after it
 	Records          []Delta
 	Header           []HeaderChange // changed header fields (informational; not all are replicated)
 }
@@ -116,7 +117,7 @@ func ValidUniqueID(s string) error {
 // Equal reports whether two batches carry the same content.
 func (b *Batch) Equal(o *Batch) bool {
 	if b.Mailbox != o.Mailbox || b.UIDValidity != o.UIDValidity || b.OldHighestModSeq != o.OldHighestModSeq ||
-		b.HighestModSeq != o.HighestModSeq || b.SyncCRC != o.SyncCRC || b.Repack != o.Repack ||
+		b.HighestModSeq != o.HighestModSeq || b.SyncCRC != o.SyncCRC || b.Repack != o.Repack || b.Partial != o.Partial ||
 		len(b.Records) != len(o.Records) || !slices.Equal(b.Header, o.Header) {
 		return false
 	}

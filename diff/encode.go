@@ -20,7 +20,8 @@ const (
 
 const (
 	bflagRepack = 1 << iota
-	bflagKnown  = bflagRepack
+	bflagPartial
+	bflagKnown = bflagRepack | bflagPartial
 )
 
 // headerFieldIDs numbers the header fields a HeaderChange can name on the wire.
@@ -51,6 +52,9 @@ func EncodeBatch(b *Batch) ([]byte, error) {
 	var fl byte
 	if b.Repack {
 		fl |= bflagRepack
+	}
+	if b.Partial {
+		fl |= bflagPartial
 	}
 	out = append(out, fl)
 	out = appendString(out, b.Mailbox)
@@ -187,7 +191,7 @@ func DecodeBatch(p []byte) (*Batch, error) {
 		return nil, corrupt("batch", 1, "flags", ErrMalformed, fmt.Sprintf("bits %#x", bflagKnown), fmt.Sprintf("%#x", body[1]))
 	}
 	r := &batchReader{b: body, off: 2}
-	b := &Batch{Repack: body[1]&bflagRepack != 0}
+	b := &Batch{Repack: body[1]&bflagRepack != 0, Partial: body[1]&bflagPartial != 0}
 	b.Mailbox = r.str("mailbox")
 	if r.err == nil {
 		if err := ValidUniqueID(b.Mailbox); err != nil {
