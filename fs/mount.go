@@ -143,7 +143,7 @@ func (m *Mounted) Unmount() error {
 	default:
 	}
 	var err error
-	for try := 0; try < 4; try++ {
+	for try := 0; try < 2; try++ {
 		if err = m.server.Unmount(); err == nil {
 			return nil
 		}
@@ -189,8 +189,14 @@ func clearStale(mp string, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	// STATFS always reaches the daemon; a stat may be answered from the
+	// kernel's attribute cache even after the daemon died.
+	var sfs unix.Statfs_t
 	var st unix.Stat_t
-	serr := unix.Stat(mp, &st)
+	serr := unix.Statfs(mp, &sfs)
+	if serr == nil {
+		serr = unix.Stat(mp, &st)
+	}
 	dead := errors.Is(serr, unix.ENOTCONN) || errors.Is(serr, unix.ECONNABORTED)
 	switch {
 	case dead:
