@@ -1,6 +1,8 @@
 package cyrustest
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -309,5 +311,42 @@ func TestAppend10k(t *testing.T) {
 	ms := fetchAll(t, c)
 	if len(ms) != 10000 || ms[9999].UID != 10000 {
 		t.Fatalf("FETCH returned %d messages", len(ms))
+	}
+}
+
+func TestPartitionOverride(t *testing.T) {
+	Skip(t)
+	part, err := os.MkdirTemp("/tmp", "cyrustest-part-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(part) })
+	if err := os.Chmod(part, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	in := Start(t, Options{Name: "P", Partition: part, Conf: []string{"expunge_mode: immediate"}})
+	if err := in.MkUser("alice"); err != nil {
+		t.Fatal(err)
+	}
+	c := login(t, in, "alice", "INBOX", false)
+	if _, err := c.Append("INBOX", 2); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := in.MBPath("user/alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(mb, part+"/") {
+		t.Fatalf("mailbox in %s, want under partition %s", mb, part)
+	}
+	if _, err := os.Stat(filepath.Join(mb, "cyrus.index")); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := os.ReadFile(in.Conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(conf), "expunge_mode:"); n != 1 || !strings.Contains(string(conf), "partition-default: "+part+"\n") {
+		t.Fatalf("imapd.conf does not carry the overrides once:\n%s", conf)
 	}
 }

@@ -39,15 +39,17 @@ type Options struct {
 	// Name names the instance; its lowercased form is the servername and
 	// SASL realm. Default "cyrus".
 	Name string
-	// BaseDir is the parent of the instance directory. Default: a fresh
-	// directory under /tmp, removed by Close.
+	// BaseDir is the parent of the instance directory BaseDir/Name, which
+	// Close removes. Default: a fresh directory under /tmp, removed by Close.
+	// User cyrus must be able to traverse BaseDir's parents.
 	BaseDir string
 	// Port is the IMAP port on 127.0.0.1; 0 picks a free port.
 	Port int
 	// SyncPort is the csync (sync_server) port on 127.0.0.1; 0 picks a free port.
 	SyncPort int
 	// Partition overrides partition-default (e.g. a FUSE mountpoint). It
-	// must exist; its top directory is chowned to cyrus:mail.
+	// must exist and its parents be traversable by user cyrus; its top
+	// directory is chowned to cyrus:mail. Close leaves it in place.
 	Partition string
 	// Conf holds extra imapd.conf lines "key: value"; each replaces a
 	// default with the same key.
