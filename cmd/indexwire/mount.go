@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/indexwire/indexwire/diff"
+	"github.com/indexwire/indexwire/fs"
+	"github.com/indexwire/indexwire/net/link"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+func init() {
+	register(command{"mount", "mount the overlay over a Cyrus spool and ship its index changes (primary)", runMount})
+}
+
+// sinks fans one batch out to several sinks.
+type sinks []fs.Sink
+
+func (s sinks) Commit(ctx context.Context, b *diff.Batch) {
+	for _, k := range s {
+		k.Commit(ctx, b)
+	}
+}
+
+func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := newFlags("mount", stderr)
+	var d daemonFlags
+	d.register(fl)
+	backing := fl.String("backing", "", "directory to serve through the mount (default: mount in place over MOUNTPOINT)")
+	logDeltas := fl.String("log-deltas", "", "write every committed batch as a JSON line to FILE, or - for stdout")
+	peer := fl.String("peer", "", "replica address HOST:PORT (UDP, QUIC) to stream batches to")
+	keyDir := fl.String("key", "", "directory with this side's key.pem and cert.pem (indexwire keygen)")
+	var pins multiFlag
+	fl.Var(&pins, "peer-cert-sha256", "SHA-256 fingerprint of the replica's certificate (repeatable)")
+	noPassthrough := fl.Bool("no-passthrough", false, "serve every file through the daemon (slower; for comparison)")
+	debug := fl.Bool("debug-fuse", false, "log every FUSE request (very verbose)")
+	fl.Usage = func() {
+		fmt.Fprintln(stderr, "usage: indexwire mount [--backing DIR] [--log-deltas FILE|-] [--peer ADDR --key DIR --peer-cert-sha256 FP] MOUNTPOINT")
+		fl.PrintDefaults()
+	}
+	pos, err := parseDaemonFlags(fl, &d, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want exactly one MOUNTPOINT", errUsage)
+	}
+	if *peer != "" && (*keyDir == "" || len(pins) == 0) {
+		return fmt.Errorf("%w: --peer needs --key and at least one --peer-cert-sha256", errUsage)
+	}
+	log, err := newLogger(d.logLevel)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	mountpoint := pos[0]
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var out sinks
+	if *logDeltas != "" {
+		w := stdout
+		if *logDeltas != "-" {
+			f, err := os.OpenFile(*logDeltas, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			w = f
+		}
+		out = append(out, fs.NewJSONSink(w))
+	}
+
+	reg := prometheus.NewRegistry()
+	started := time.Now()
+	var sender *link.Sender
+	var ship *shipper
+	if *peer != "" {
+		// The shipper reads indexes through the mount, under Cyrus's locks.
+		ship = newShipper(ctx, nil, mountpoint, log)
+		sender, err = link.NewSender(link.SenderConfig{Peer: *peer, KeyDir: *keyDir, PeerFingerprints: pins,
+			Logger: log, CatchUp: ship.CatchUp})
+		if err != nil {
+			return fmt.Errorf("%w: %w", errUsage, err)
+		}
+		ship.send = sender
+		out = append(out, ship)
+	}
+
+	m, err := fs.Mount(ctx, fs.Config{Backing: *backing, Mountpoint: mountpoint, Sink: out, Logger: log,
+		Debug: *debug, NoPassthrough: *noPassthrough})
+	if err != nil {
+		return err
+	}
+	log.Info("mounted", zap.String("mountpoint", m.Mountpoint()), zap.String("backing", *backing), zap.String("peer", *peer))
+
+	fsStats := func() fs.Stats { return m.Stats() }
+	counterFunc(reg, "index_writes_total", "Writes captured on cyrus.index files.", func() uint64 { return uint64(fsStats().Writes) })
+	counterFunc(reg, "commits_total", "Cyrus commits turned into batches.", func() uint64 { return uint64(fsStats().Batches) })
+	counterFunc(reg, "commit_failures_total", "Commits that could not be turned into a batch.", func() uint64 { return uint64(fsStats().Failures) })
+	status := func() statusReport { return statusReport{Role: "primary", Started: started} }
+	if sender != nil {
+		st := func() link.SenderStats { return sender.Stats() }
+		counterFunc(reg, "batches_sent_total", "Batch frames sent to the replica.", func() uint64 { return st().BatchesSent })
+		counterFunc(reg, "batches_acked_total", "Batches the replica acknowledged.", func() uint64 { return st().BatchesAcked })
+		counterFunc(reg, "records_sent_total", "Record deltas sent.", func() uint64 { return st().RecordsSent })
+		counterFunc(reg, "records_applied_total", "Records the replica wrote.", func() uint64 { return st().RecordsApplied })
+		counterFunc(reg, "records_stale_total", "Records the replica already had.", func() uint64 { return st().RecordsStale })
+		counterFunc(reg, "records_missing_total", "Records whose UID the replica lacks.", func() uint64 { return st().RecordsMissing })
+		counterFunc(reg, "records_guid_mismatch_total", "Records refused for a GUID mismatch.", func() uint64 { return st().RecordsGUIDMismatch })
+		counterFunc(reg, "bytes_sent_total", "Batch frame bytes sent.", func() uint64 { return st().FrameBytes })
+		counterFunc(reg, "reconnects_total", "Link reconnects.", func() uint64 { return st().Reconnects })
+		counterFunc(reg, "batches_dropped_total", "Queued batches dropped for catch-up from the index instead.", ship.dropped.Load)
+		gaugeFunc(reg, "replication_lag_seconds", "Age of the oldest batch not yet acknowledged.", func() float64 { return ship.lag().Seconds() })
+		gaugeFunc(reg, "batches_pending", "Batches queued for the replica.", func() float64 { return float64(ship.pending.Load()) })
+		gaugeFunc(reg, "catchups_total", "Catch-up scans finished.", func() float64 { return float64(ship.catchUps.Load()) })
+		status = func() statusReport {
+			s := st()
+			state := "disconnected"
+			if sender.Connected() {
+				state = "connected"
+			}
+			return statusReport{Role: "primary", Started: started, Peers: []peerStatus{{
+				Peer: *peer, State: state, LagSeconds: ship.lag().Seconds(), Batches: s.BatchesAcked, Records: s.RecordsSent,
+				Applied: s.RecordsApplied, Stale: s.RecordsStale, Missing: s.RecordsMissing, GUIDMismatch: s.RecordsGUIDMismatch,
+				Diverged: s.Diverged, Pending: int(ship.pending.Load()), Bytes: s.FrameBytes,
+			}}}
+		}
+		go func() {
+			if err := sender.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("link stopped", zap.Error(err))
+			}
+		}()
+	}
+	if err := serveMetrics(ctx, d.metricsAddr, reg, status, log); err != nil {
+		return err
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("signal: unmounting", zap.String("mountpoint", m.Mountpoint()))
+		if err := m.Unmount(); err != nil {
+			return err
+		}
+		m.Wait()
+	case <-m.Done():
+		log.Info("unmounted from outside", zap.String("mountpoint", m.Mountpoint()))
+	}
+	cancel()
+	if ship != nil {
+		ship.wait()
+	}
+	return nil
+}
