@@ -88,6 +88,7 @@ func mountT(t testing.TB, backing string, mutate ...func(*Config)) *testMount {
 	for _, f := range mutate {
 		f(&cfg)
 	}
+	tm.mnt = cfg.Mountpoint
 	m, err := Mount(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
