@@ -119,7 +119,7 @@ func TestApplySynthetic(t *testing.T) {
 		res.Position != 0 || res.HighestModSeq != 23 || res.SyncCRC != b.SyncCRC {
 		t.Fatalf("result %+v", res)
 	}
-	ix, mh, hb := readIndex(t, dir)
+	ix, mh, hb := loadMailbox(t, dir)
 	if err := diff.Check(dir, ix, mh.UserFlags); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestLegacyLayoutLookup(t *testing.T) {
 	if err != nil || res.Applied != 1 {
 		t.Fatalf("apply after rescan: %+v %v", res, err)
 	}
-	ix, mh, _ := readIndex(t, dir2)
+	ix, mh, _ := loadMailbox(t, dir2)
 	if err := diff.Check(dir2, ix, mh.UserFlags); err != nil || ix.Records[1].SystemFlags != diff.FlagSeen {
 		t.Fatalf("bob: %v, flags %x", err, ix.Records[1].SystemFlags)
 	}
@@ -254,7 +254,7 @@ func TestGUIDMismatchLogged(t *testing.T) {
 	if err != nil || res.Applied != 1 || res.GUIDMismatch != 1 || res.Position != 0 {
 		t.Fatalf("%+v %v", res, err)
 	}
-	ix, _, _ := readIndex(t, dir)
+	ix, _, _ := loadMailbox(t, dir)
 	if r := ix.Records[2]; r.SystemFlags != 0 || r.ModSeq != 3 {
 		t.Fatalf("mismatched record written: %+v", r)
 	}
@@ -311,7 +311,7 @@ func TestPositionRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ix, _, _ := readIndex(t, dir)
+	ix, _, _ := loadMailbox(t, dir)
 	if len(st) != 1 || st[0] != (diff.MailboxState{Mailbox: id, UIDValidity: synthUIDValidity, HighestModSeq: 12, SyncCRC: ix.Header.SyncCRCBasic}) {
 		t.Fatalf("states %+v", st)
 	}
@@ -330,8 +330,8 @@ func TestStatesListsEveryMailbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ix1, _, _ := readIndex(t, d1)
-	ix2, _, _ := readIndex(t, d2)
+	ix1, _, _ := loadMailbox(t, d1)
+	ix2, _, _ := loadMailbox(t, d2)
 	want := []diff.MailboxState{
 		{Mailbox: "aa-legacy", UIDValidity: synthUIDValidity, SyncCRC: ix2.Header.SyncCRCBasic},
 		{Mailbox: "zz0123456789", UIDValidity: synthUIDValidity, SyncCRC: ix1.Header.SyncCRCBasic},
@@ -357,7 +357,7 @@ func TestCrashBetweenRecordsAndHeader(t *testing.T) {
 	if _, err := a.Apply(context.Background(), b); !errors.Is(err, errCrash) {
 		t.Fatalf("got %v, want the injected crash", err)
 	}
-	ix, mh, _ := readIndex(t, dir)
+	ix, mh, _ := loadMailbox(t, dir)
 	if err := diff.Check(dir, ix, mh.UserFlags); err == nil {
 		t.Fatal("half-applied index passes diff.Check: the crash point is wrong")
 	}
@@ -368,7 +368,7 @@ func TestCrashBetweenRecordsAndHeader(t *testing.T) {
 	if err := a2.Recover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	ix, mh, hb := readIndex(t, dir)
+	ix, mh, hb := loadMailbox(t, dir)
 	if err := diff.Check(dir, ix, mh.UserFlags); err != nil {
 		t.Fatalf("after recover: %v", err)
 	}
@@ -426,7 +426,7 @@ func TestConcurrentApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
-		ix, mh, _ := readIndex(t, dirs[id])
+		ix, mh, _ := loadMailbox(t, dirs[id])
 		if err := diff.Check(id, ix, mh.UserFlags); err != nil {
 			t.Fatal(err)
 		}

@@ -95,8 +95,8 @@ func (s *synthSpool) addMailbox(t testing.TB, rel, id string, n int, flags ...st
 // uuidRel is the 3.6 spool path of id.
 func uuidRel(id string) string { return filepath.Join("uuid", id[:1], id[1:2], id) }
 
-// readIndex decodes a mailbox's index and header and asserts diff.Check.
-func readIndex(t testing.TB, dir string) (*diff.Index, *diff.MailboxHeader, []byte) {
+// loadMailbox decodes a mailbox's index and header and asserts diff.Check.
+func loadMailbox(t testing.TB, dir string) (*diff.Index, *diff.MailboxHeader, []byte) {
 	t.Helper()
 	ib, err := os.ReadFile(filepath.Join(dir, "cyrus.index"))
 	if err != nil {
