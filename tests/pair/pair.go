@@ -1,0 +1,399 @@
+// Package pair runs the whole indexwire deployment on one machine for tests,
+// the demo and the benchmark: a primary Cyrus whose partition is an
+// indexwire overlay mounted in place, a replica Cyrus, and the two indexwire
+// daemons as real processes talking QUIC on 127.0.0.1.
+package pair
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/indexwire/indexwire/tests/cyrustest"
+)
+
+// Options configures a Pair.
+type Options struct {
+	Binary   string    // indexwire binary (see Build)
+	User     string    // mailbox owner; default "alice"
+	Messages int       // messages appended to the user's INBOX before seeding; default 20
+	Conf     []string  // extra imapd.conf lines for both instances
+	Log      io.Writer // daemon logs (stderr of both daemons); default discarded
+	// Rolling runs Cyrus's own rolling replication beside indexwire.
+	Rolling bool
+}
+
+// Pair is a primary and a replica Cyrus with indexwire between them.
+type Pair struct {
+	opts      Options
+	Dir       string // holds keys, state and logs
+	Primary   *cyrustest.Instance
+	Replica   *cyrustest.Instance
+	LinkAddr  string // replica's QUIC address
+	PrimaryFP string
+	ReplicaFP string
+	Deltas    string // the mount's --log-deltas file
+
+	mu    sync.Mutex
+	mount *exec.Cmd
+	serve *exec.Cmd
+}
+
+// Build compiles the indexwire binary into dir and returns its path.
+func Build(ctx context.Context, dir string) (string, error) {
+	out := filepath.Join(dir, "indexwire")
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/indexwire")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build indexwire: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+func moduleRoot() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		p := filepath.Dir(d)
+		if p == d {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		d = p
+	}
+}
+
+// freeUDP returns a free UDP port on 127.0.0.1.
+func freeUDP() (string, error) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.LocalAddr().String(), nil
+}
+
+// Start builds the whole deployment: replica, primary with the user's
+// messages, a one-shot Cyrus sync to seed the replica (same mailboxes,
+// unique ids, UIDs and GUIDs), keys, the replica daemon, and the overlay
+// mounted in place over the primary's partition with Cyrus restarted on it.
+func Start(ctx context.Context, opts Options) (_ *Pair, err error) {
+	if opts.User == "" {
+		opts.User = "alice"
+	}
+	if opts.Messages == 0 {
+		opts.Messages = 20
+	}
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	dir, err := os.MkdirTemp("/tmp", "indexwire-pair-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
+	}
+	p := &Pair{opts: opts, Dir: dir, Deltas: filepath.Join(dir, "deltas.jsonl")}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if p.Replica, err = cyrustest.Launch(ctx, cyrustest.Options{Name: "replica", BaseDir: dir, Conf: opts.Conf}); err != nil {
+		return nil, err
+	}
+	if p.Primary, err = cyrustest.Launch(ctx, cyrustest.Options{Name: "primary", BaseDir: dir, Conf: opts.Conf,
+		SyncTo: p.Replica, Rolling: opts.Rolling}); err != nil {
+		return nil, err
+	}
+	if err := p.Primary.MkUser(opts.User); err != nil {
+		return nil, err
+	}
+	if err := p.Replica.SetPassword(opts.User); err != nil {
+		return nil, err
+	}
+	c, err := p.Primary.Login(opts.User)
+	if err != nil {
+		return nil, err
+	}
+	_, err = c.Append("INBOX", opts.Messages)
+	c.Logout()
+	if err != nil {
+		return nil, fmt.Errorf("append: %w", err)
+	}
+	if _, err := p.Primary.SyncUser(opts.User); err != nil {
+		return nil, fmt.Errorf("seed replica: %w", err)
+	}
+	for _, side := range []string{"primary", "replica"} {
+		out, err := exec.CommandContext(ctx, opts.Binary, "keygen", "--dir", filepath.Join(dir, "keys-"+side)).Output()
+		if err != nil {
+			return nil, fmt.Errorf("keygen %s: %w", side, err)
+		}
+		fp := strings.TrimSpace(string(out))
+		if side == "primary" {
+			p.PrimaryFP = fp
+		} else {
+			p.ReplicaFP = fp
+		}
+	}
+	if p.LinkAddr, err = freeUDP(); err != nil {
+		return nil, err
+	}
+	if err := p.StartServe(); err != nil {
+		return nil, err
+	}
+	// Cyrus must open the spool through the overlay: stop, mount, start.
+	if err := p.Primary.Stop(); err != nil {
+		return nil, err
+	}
+	if err := p.StartMount(); err != nil {
+		return nil, err
+	}
+	if err := p.Primary.Restart(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Pair) daemon(args ...string) *exec.Cmd {
+	cmd := exec.Command(p.opts.Binary, args...)
+	cmd.Stdout = p.opts.Log
+	cmd.Stderr = p.opts.Log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd
+}
+
+// StartServe starts the replica daemon (again).
+func (p *Pair) StartServe(extra ...string) error {
+	state := filepath.Join(p.Dir, "replica-state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return err
+	}
+	args := append([]string{"serve", "--listen", p.LinkAddr, "--spool", p.Replica.Spool, "--cyrus-conf", p.Replica.Conf,
+		"--state-dir", state, "--key", filepath.Join(p.Dir, "keys-replica"), "--peer-cert-sha256", p.PrimaryFP,
+		"--log-level", "debug"}, extra...)
+	cmd := p.daemon(args...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start serve: %w", err)
+	}
+	p.mu.Lock()
+	p.serve = cmd
+	p.mu.Unlock()
+	return waitUDP(p.LinkAddr, cmd, 10*time.Second)
+}
+
+// waitUDP waits until something listens on the UDP address (the daemon
+// bound it) or the process exits.
+func waitUDP(addr string, cmd *exec.Cmd, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil // bound by the daemon
+		}
+		c.Close()
+		if cmd.ProcessState != nil {
+			return fmt.Errorf("%s exited", cmd.Path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on %s after %v", addr, d)
+}
+
+// StartMount mounts the overlay in place over the primary's partition,
+// streaming to the replica daemon, and waits until the mount is live.
+func (p *Pair) StartMount(extra ...string) error {
+	args := append([]string{"mount", "--peer", p.LinkAddr, "--key", filepath.Join(p.Dir, "keys-primary"),
+		"--peer-cert-sha256", p.ReplicaFP, "--log-deltas", p.Deltas, "--log-level", "debug"}, extra...)
+	args = append(args, p.Primary.Spool)
+	cmd := p.daemon(args...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start mount: %w", err)
+	}
+	p.mu.Lock()
+	p.mount = cmd
+	p.mu.Unlock()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if isIndexwireMount(p.Primary.Spool) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("overlay not mounted on %s after 15s", p.Primary.Spool)
+}
+
+// isIndexwireMount reports whether dir is an indexwire FUSE mount point.
+func isIndexwireMount(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir && strings.Contains(line, "fuse.indexwire") {
+			return true
+		}
+	}
+	return false
+}
+
+// StopServe stops the replica daemon: SIGTERM, or SIGKILL when kill is set.
+func (p *Pair) StopServe(kill bool) error { return p.stop(&p.serve, kill) }
+
+// StopMount stops the mount daemon: SIGTERM (it unmounts), or SIGKILL
+// (the mount is left dead until the next StartMount clears it).
+func (p *Pair) StopMount(kill bool) error { return p.stop(&p.mount, kill) }
+
+func (p *Pair) stop(which **exec.Cmd, kill bool) error {
+	p.mu.Lock()
+	cmd := *which
+	*which = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	sig := syscall.SIGTERM
+	if kill {
+		sig = syscall.SIGKILL
+	}
+	_ = cmd.Process.Signal(sig)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return fmt.Errorf("%s did not stop in 15s", cmd.Path)
+	}
+	return nil
+}
+
+// Close stops everything and removes the directories: Cyrus instances,
+// daemons, the mount (lazily detached if still there).
+func (p *Pair) Close() error {
+	var errs []error
+	if p.Primary != nil {
+		errs = append(errs, p.Primary.Stop())
+	}
+	errs = append(errs, p.StopMount(false))
+	if p.Primary != nil && isIndexwireMount(p.Primary.Spool) {
+		_ = exec.Command("fusermount3", "-u", "-z", p.Primary.Spool).Run()
+	}
+	errs = append(errs, p.StopServe(false))
+	for _, in := range []*cyrustest.Instance{p.Primary, p.Replica} {
+		if in != nil {
+			errs = append(errs, in.Close())
+		}
+	}
+	if p.Dir != "" {
+		errs = append(errs, os.RemoveAll(p.Dir))
+	}
+	return errors.Join(errs...)
+}
+
+// Message is a message as IMAP shows it.
+type Message = cyrustest.Message
+
+// Fetch returns UID, FLAGS and MODSEQ of every message in the user's INBOX
+// on one side, read through that side's Cyrus.
+func Fetch(in *cyrustest.Instance, user string) ([]Message, error) {
+	c, err := in.Login(user)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Logout()
+	if _, err := c.Examine("INBOX"); err != nil {
+		return nil, err
+	}
+	return c.Fetch("1:*")
+}
+
+// Converged compares both sides over IMAP message by message and reports
+// the first difference, or nil.
+func (p *Pair) Converged() error {
+	a, err := Fetch(p.Primary, p.opts.User)
+	if err != nil {
+		return fmt.Errorf("primary: %w", err)
+	}
+	b, err := Fetch(p.Replica, p.opts.User)
+	if err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	if len(a) != len(b) {
+		return fmt.Errorf("primary has %d messages, replica %d", len(a), len(b))
+	}
+	for i := range a {
+		if a[i].UID != b[i].UID || a[i].ModSeq != b[i].ModSeq || !sameFlags(a[i].Flags, b[i].Flags) {
+			return fmt.Errorf("uid %d: primary %v modseq %d, replica uid %d %v modseq %d",
+				a[i].UID, a[i].Flags, a[i].ModSeq, b[i].UID, b[i].Flags, b[i].ModSeq)
+		}
+	}
+	return nil
+}
+
+func sameFlags(a, b []string) bool {
+	strip := func(s []string) string {
+		var out []string
+		for _, f := range s {
+			if !strings.EqualFold(f, `\Recent`) {
+				out = append(out, strings.ToLower(f))
+			}
+		}
+		return fmt.Sprint(sortStrings(out))
+	}
+	return strip(a) == strip(b)
+}
+
+func sortStrings(s []string) []string {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+	return s
+}
+
+// WaitConverged polls until both sides agree over IMAP or d passes.
+func (p *Pair) WaitConverged(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := p.Converged()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// User is the mailbox owner.
+func (p *Pair) User() string { return p.opts.User }
+
+// MailboxDir returns the directory of the user's INBOX on in's partition.
+func MailboxDir(in *cyrustest.Instance, user string) (string, error) {
+	out, err := in.Tool("mbpath", "user/"+user)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(bytes.TrimSpace([]byte(out)))), nil
+}
