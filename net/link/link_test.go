@@ -47,7 +47,10 @@ func (a *fakeApplier) Apply(ctx context.Context, b *diff.Batch) (Ack, error) {
 			return Ack{}, ctx.Err()
 		}
 	}
-	if b.Mailbox == a.failFor {
+	a.mu.Lock()
+	fail := b.Mailbox == a.failFor
+	a.mu.Unlock()
+	if fail {
 		return Ack{}, fmt.Errorf("mailbox %s is locked", b.Mailbox)
 	}
 	a.mu.Lock()
@@ -67,6 +70,18 @@ func (a *fakeApplier) Apply(ctx context.Context, b *diff.Batch) (Ack, error) {
 	}
 	ack.HighestModSeq = b.HighestModSeq
 	return ack, nil
+}
+
+func (a *fakeApplier) batches() []*diff.Batch {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*diff.Batch(nil), a.got...)
+}
+
+func (a *fakeApplier) setFailFor(mailbox string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.failFor = mailbox
 }
 
 func (a *fakeApplier) States(context.Context) ([]diff.MailboxState, error) {
@@ -171,8 +186,8 @@ func TestBatchRoundTrip(t *testing.T) {
 	if ack != want {
 		t.Fatalf("ack %+v, want %+v", ack, want)
 	}
-	if len(a.got) != 1 || !a.got[0].Equal(b) {
-		t.Fatalf("applier got %d batches; first equal: %v", len(a.got), len(a.got) == 1 && a.got[0].Equal(b))
+	if got := a.batches(); len(got) != 1 || !got[0].Equal(b) {
+		t.Fatalf("applier got %d batches; first equal: %v", len(got), len(got) == 1 && got[0].Equal(b))
 	}
 	st := snd.Stats()
 	payload, _ := diff.EncodeBatch(b)
@@ -184,7 +199,7 @@ func TestBatchRoundTrip(t *testing.T) {
 		t.Fatalf("server stats %+v", ss)
 	}
 	// An Apply error comes back as the Ack's error text.
-	a.failFor = "mbox-2"
+	a.setFailFor("mbox-2")
 	_, err = snd.Send(ctxT(t, 10*time.Second), testBatch("mbox-2", 1))
 	if !errors.Is(err, ErrBatchRefused) || !strings.Contains(err.Error(), "mbox-2 is locked") {
 		t.Fatalf("failing apply: %v", err)
@@ -268,7 +283,7 @@ func TestUnpinnedServerRefused(t *testing.T) {
 	srv := startServer(t, ServerConfig{KeyDir: sid.dir, PeerFingerprints: []string{cid.fp}, Applier: &fakeApplier{}})
 	snd := startSender(t, SenderConfig{Peer: srv.Addr().String(), KeyDir: cid.dir, PeerFingerprints: []string{stranger.fp}})
 	_, err := snd.Send(ctxT(t, time.Second), testBatch("mb", 1))
-	if err == nil || !strings.Contains(err.Error(), sid.fp) || !strings.Contains(err.Error(), "not pinned") {
+	if !errors.Is(err, ErrNotPinned) || !strings.Contains(err.Error(), sid.fp) {
 		t.Fatalf("send to unpinned server: %v, want an error naming %s as not pinned", err, sid.fp)
 	}
 	t.Logf("dialer sees: %v", err)
@@ -340,8 +355,8 @@ func TestServerRestartCatchUp(t *testing.T) {
 	if st := snd.Stats(); st.Reconnects != 1 || st.Connects != 2 {
 		t.Fatalf("sender stats %+v", st)
 	}
-	if len(a2.got) != 1 || srv2.Stats().BatchesApplied != 1 {
-		t.Fatalf("restarted replica got %d batches", len(a2.got))
+	if got := a2.batches(); len(got) != 1 || srv2.Stats().BatchesApplied != 1 {
+		t.Fatalf("restarted replica got %d batches", len(got))
 	}
 }
 

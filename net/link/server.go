@@ -174,18 +174,17 @@ func (s *Server) handleStream(ctx context.Context, conn *quic.Conn, str *quic.St
 
 // resetStream resets one stream for a framing error; the connection stays.
 func (s *Server) resetStream(str *quic.Stream, conn *quic.Conn, err error, log *zap.Logger) {
+	_, remote := resetText(err)
+	// A stream opened and closed without a frame, or reset by the peer
+	// itself, is not a framing error of the peer's.
+	if !errors.Is(err, io.EOF) && !remote {
+		s.c.streamResets.Add(1)
+		fe := &FrameError{Peer: conn.RemoteAddr().String(), Stream: int64(str.StreamID()), Err: err}
+		log.Warn("stream reset", zap.Int64("stream", fe.Stream), zap.Error(fe))
+	}
 	code := streamCode(err)
 	str.CancelRead(code)
 	str.CancelWrite(code)
-	if errors.Is(err, io.EOF) {
-		return // the peer opened and closed a stream without a frame
-	}
-	if _, remote := resetText(err); remote {
-		return
-	}
-	s.c.streamResets.Add(1)
-	fe := &FrameError{Peer: conn.RemoteAddr().String(), Stream: int64(str.StreamID()), Err: err}
-	log.Warn("stream reset", zap.Int64("stream", fe.Stream), zap.Error(fe))
 }
 
 func (s *Server) handleBatch(ctx context.Context, conn *quic.Conn, str *quic.Stream, f Frame, log *zap.Logger) {
