@@ -31,7 +31,8 @@ const heartbeatMisses = 3
 // implements it. Apply is called concurrently, one call per batch stream.
 type Applier interface {
 	// Apply applies one batch and reports the outcome; an error is sent to
-	// the primary as the Ack's error text.
+	// the primary as the Ack's error text. ctx ends when the connection or
+	// the server does; Apply must be safe to cancel (it is idempotent).
 	Apply(ctx context.Context, b *diff.Batch) (Ack, error)
 	// States reports the replica's position per mailbox, sent in the Hello.
 	States(ctx context.Context) ([]diff.MailboxState, error)
