@@ -39,13 +39,18 @@ func TestMain(m *testing.M) {
 // the daemons' logs are shown when the scenario fails.
 func startPair(t *testing.T, opts pair.Options) *pair.Pair {
 	t.Helper()
+	return startPairLogs(t, opts, &lockedBuffer{})
+}
+
+// startPairLogs is startPair with the daemons' output collected in logs.
+func startPairLogs(t *testing.T, opts pair.Options, logs *lockedBuffer) *pair.Pair {
+	t.Helper()
 	if binary == "" {
 		t.Skip("end-to-end scenarios need root, /dev/fuse and Cyrus")
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("no /dev/fuse: %v", err)
 	}
-	logs := &lockedBuffer{}
 	opts.Binary = binary
 	opts.Log = logs
 	p, err := pair.Start(context.Background(), opts)
