@@ -124,11 +124,15 @@ func parseLegacyHeader(path string, b []byte, base int64) (*MailboxHeader, error
 
 // dlist tokenizer: atoms, "quoted" strings, NIL, ( lists ) and %( kv lists ).
 type dlistParser struct {
-	path string
-	base int64
-	b    []byte
-	off  int
+	path  string
+	base  int64
+	b     []byte
+	off   int
+	depth int
 }
+
+// maxDlistDepth bounds list nesting; Cyrus's header line nests two deep.
+const maxDlistDepth = 8
 
 func (p *dlistParser) err(what, want string) error {
 	got := "end of input"
@@ -165,6 +169,11 @@ func (p *dlistParser) value() (string, error) {
 		}
 		p.off++
 	case c == '(' || c == '%':
+		if p.depth >= maxDlistDepth {
+			return "", p.err("dlist list", fmt.Sprintf("nesting of at most %d", maxDlistDepth))
+		}
+		p.depth++
+		defer func() { p.depth-- }()
 		if c == '%' {
 			p.off++
 			if p.off >= len(p.b) || p.b[p.off] != '(' {
