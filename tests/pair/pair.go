@@ -45,8 +45,35 @@ type Pair struct {
 	Deltas    string // the mount's --log-deltas file
 
 	mu    sync.Mutex
-	mount *exec.Cmd
-	serve *exec.Cmd
+	mount *proc
+	serve *proc
+}
+
+// proc is a running daemon; done closes when it has exited.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startProc(cmd *exec.Cmd) (*proc, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	pr := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(pr.done)
+	}()
+	return pr, nil
+}
+
+func (pr *proc) exited() bool {
+	select {
+	case <-pr.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Build compiles the indexwire binary into dir and returns its path.
@@ -155,11 +182,19 @@ func Start(ctx context.Context, opts Options) (_ *Pair, err error) {
 			p.ReplicaFP = fp
 		}
 	}
-	if p.LinkAddr, err = freeUDP(); err != nil {
-		return nil, err
-	}
-	if err := p.StartServe(); err != nil {
-		return nil, err
+	// The free port may be taken by another process before the daemon
+	// binds it; then try another one.
+	for try := 0; ; try++ {
+		if p.LinkAddr, err = freeUDP(); err != nil {
+			return nil, err
+		}
+		if err = p.StartServe(); err == nil {
+			break
+		}
+		_ = p.StopServe(true)
+		if try == 2 {
+			return nil, err
+		}
 	}
 	// Cyrus must open the spool through the overlay: stop, mount, start.
 	if err := p.Primary.Stop(); err != nil {
@@ -191,29 +226,35 @@ func (p *Pair) StartServe(extra ...string) error {
 	args := append([]string{"serve", "--listen", p.LinkAddr, "--spool", p.Replica.Spool, "--cyrus-conf", p.Replica.Conf,
 		"--state-dir", state, "--key", filepath.Join(p.Dir, "keys-replica"), "--peer-cert-sha256", p.PrimaryFP,
 		"--log-level", "debug"}, extra...)
-	cmd := p.daemon(args...)
-	if err := cmd.Start(); err != nil {
+	pr, err := startProc(p.daemon(args...))
+	if err != nil {
 		return fmt.Errorf("start serve: %w", err)
 	}
 	p.mu.Lock()
-	p.serve = cmd
+	p.serve = pr
 	p.mu.Unlock()
-	return waitUDP(p.LinkAddr, cmd, 10*time.Second)
+	return waitUDP(p.LinkAddr, pr, 10*time.Second)
 }
 
-// waitUDP waits until something listens on the UDP address (the daemon
-// bound it) or the process exits.
-func waitUDP(addr string, cmd *exec.Cmd, d time.Duration) error {
+// waitUDP waits until the daemon pr has bound the UDP address: something
+// listens there and pr is still running a moment later (a daemon that
+// lost the port to another process exits).
+func waitUDP(addr string, pr *proc, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
+		if pr.exited() {
+			return fmt.Errorf("%s exited before listening on %s", pr.cmd.Path, addr)
+		}
 		c, err := net.ListenPacket("udp", addr)
 		if err != nil {
-			return nil // bound by the daemon
+			select {
+			case <-pr.done:
+				return fmt.Errorf("%s exited before listening on %s", pr.cmd.Path, addr)
+			case <-time.After(50 * time.Millisecond):
+				return nil // bound by the daemon
+			}
 		}
 		c.Close()
-		if cmd.ProcessState != nil {
-			return fmt.Errorf("%s exited", cmd.Path)
-		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("nothing listens on %s after %v", addr, d)
@@ -225,15 +266,18 @@ func (p *Pair) StartMount(extra ...string) error {
 	args := append([]string{"mount", "--peer", p.LinkAddr, "--key", filepath.Join(p.Dir, "keys-primary"),
 		"--peer-cert-sha256", p.ReplicaFP, "--log-deltas", p.Deltas, "--log-level", "debug"}, extra...)
 	args = append(args, p.Primary.Spool)
-	cmd := p.daemon(args...)
-	if err := cmd.Start(); err != nil {
+	pr, err := startProc(p.daemon(args...))
+	if err != nil {
 		return fmt.Errorf("start mount: %w", err)
 	}
 	p.mu.Lock()
-	p.mount = cmd
+	p.mount = pr
 	p.mu.Unlock()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
+		if pr.exited() {
+			return fmt.Errorf("mount daemon exited before mounting %s", p.Primary.Spool)
+		}
 		if isIndexwireMount(p.Primary.Spool) {
 			return nil
 		}
@@ -264,27 +308,25 @@ func (p *Pair) StopServe(kill bool) error { return p.stop(&p.serve, kill) }
 // (the mount is left dead until the next StartMount clears it).
 func (p *Pair) StopMount(kill bool) error { return p.stop(&p.mount, kill) }
 
-func (p *Pair) stop(which **exec.Cmd, kill bool) error {
+func (p *Pair) stop(which **proc, kill bool) error {
 	p.mu.Lock()
-	cmd := *which
+	pr := *which
 	*which = nil
 	p.mu.Unlock()
-	if cmd == nil {
+	if pr == nil {
 		return nil
 	}
 	sig := syscall.SIGTERM
 	if kill {
 		sig = syscall.SIGKILL
 	}
-	_ = cmd.Process.Signal(sig)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	_ = pr.cmd.Process.Signal(sig)
 	select {
-	case <-done:
+	case <-pr.done:
 	case <-time.After(15 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-		return fmt.Errorf("%s did not stop in 15s", cmd.Path)
+		_ = syscall.Kill(-pr.cmd.Process.Pid, syscall.SIGKILL)
+		<-pr.done
+		return fmt.Errorf("%s did not stop in 15s", pr.cmd.Path)
 	}
 	return nil
 }
