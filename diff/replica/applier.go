@@ -189,7 +189,7 @@ func (a *Applier) applyAndFinish(ctx context.Context, id, dir string, b *diff.Ba
 	res := Result{Mailbox: id, Applied: ar.Applied, Stale: ar.Stale, Missing: ar.Missing,
 		GUIDMismatch: ar.GUIDMismatch, MissingUIDs: ar.MissingUIDs, HighestModSeq: ar.HighestModSeq,
 		SyncCRC: ar.SyncCRC, Diverged: ar.Diverged}
-	res.Position, err = a.pos.advance(id, b, ar.Missing == 0 && ar.GUIDMismatch == 0)
+	res.Position, err = a.pos.advance(id, b)
 	if err != nil {
 		a.log.Warn("position not saved", zap.String("mailbox", id), zap.Error(err))
 	}
@@ -265,7 +265,7 @@ func (a *Applier) applyLocked(ctx context.Context, id, dir string, b *diff.Batch
 	}
 	if len(ar.NewFlags) > 0 {
 		// Cyrus commits cyrus.header before the index (mailbox_commit()).
-		hb = mh.Encode()
+		hb = ar.HeaderFile
 		touched = true
 		if err := writeMailboxHeader(hpath, hb); err != nil {
 			return nil, touched, err

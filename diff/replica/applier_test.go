@@ -301,8 +301,8 @@ func TestPositionRules(t *testing.T) {
 	if r := apply(b2); r.Position != 12 || r.Stale != 1 {
 		t.Fatalf("re-sent batch: %+v", r)
 	}
-	// A missing UID holds the position.
-	if r := apply(flagBatch(id, 12, 12, []uint32{99}, diff.FlagSeen)); r.Position != 12 || r.Missing != 1 {
+	// A missing UID does not hold the position: re-sending cannot supply it.
+	if r := apply(flagBatch(id, 12, 12, []uint32{99}, diff.FlagSeen)); r.Position != 13 || r.Missing != 1 {
 		t.Fatalf("missing uid: %+v", r)
 	}
 	// The position survives a restart and is reported by States.
@@ -312,7 +312,7 @@ func TestPositionRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	ix, _, _ := loadMailbox(t, dir)
-	if len(st) != 1 || st[0] != (diff.MailboxState{Mailbox: id, UIDValidity: synthUIDValidity, HighestModSeq: 12, SyncCRC: ix.Header.SyncCRCBasic}) {
+	if len(st) != 1 || st[0] != (diff.MailboxState{Mailbox: id, UIDValidity: synthUIDValidity, HighestModSeq: 13, SyncCRC: ix.Header.SyncCRCBasic}) {
 		t.Fatalf("states %+v", st)
 	}
 	// Another incarnation of the mailbox starts from 0.

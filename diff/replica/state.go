@@ -143,16 +143,19 @@ func (p *positions) get(id string, uidvalidity uint32) uint64 {
 
 // advance applies the position rule after a batch was applied: the position
 // moves to the batch's highestmodseq when the batch starts at or below it
-// (contiguous) and every record found its replica record (nothing missing
-// or mismatched, which catch-up must re-send). It never moves backwards.
-func (p *positions) advance(id string, b *diff.Batch, complete bool) (uint64, error) {
+// (contiguous), so a lost or overtaken batch leaves a gap that catch-up fills.
+// Records the replica lacks or holds under another GUID do not hold it back:
+// re-sending them cannot help (they are counted and logged), and a position
+// stuck behind them would make every later batch look like a gap. It never
+// moves backwards.
+func (p *positions) advance(id string, b *diff.Batch) (uint64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pos := p.m[id]
 	if pos.UIDValidity != b.UIDValidity {
 		pos = position{UIDValidity: b.UIDValidity}
 	}
-	if !complete || b.OldHighestModSeq > pos.ModSeq || b.HighestModSeq <= pos.ModSeq {
+	if b.OldHighestModSeq > pos.ModSeq || b.HighestModSeq <= pos.ModSeq {
 		return pos.ModSeq, nil
 	}
 	pos.ModSeq = b.HighestModSeq
