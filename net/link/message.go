@@ -152,13 +152,32 @@ func DecodeAck(p []byte) (*Ack, error) {
 	return a, nil
 }
 
-// AppendPing appends the payload of a Ping or Pong with sequence number seq.
-func AppendPing(dst []byte, seq uint64) []byte { return binary.AppendUvarint(dst, seq) }
+// pingSize is what AppendPing pads a Ping or Pong payload to. A bare
+// heartbeat packet would be smaller than the smallest packet quic-go
+// answers with a stateless reset (RFC 9000 10.3); padded, a heartbeat
+// reaching a replica restarted after a crash draws the reset at once and
+// the primary reconnects instead of waiting for the heartbeat timeout.
+const pingSize = 32
 
-// DecodePing decodes a Ping or Pong payload.
+// AppendPing appends the payload of a Ping or Pong with sequence number
+// seq: the sequence as a uvarint, then zero padding up to pingSize bytes.
+func AppendPing(dst []byte, seq uint64) []byte {
+	n := len(dst)
+	dst = binary.AppendUvarint(dst, seq)
+	for len(dst)-n < pingSize {
+		dst = append(dst, 0)
+	}
+	return dst
+}
+
+// DecodePing decodes a Ping or Pong payload: a sequence number followed by
+// optional zero padding.
 func DecodePing(p []byte) (uint64, error) {
 	r := &payloadReader{b: p, what: "ping"}
 	seq := r.uvarint("sequence")
+	for r.err == nil && r.off < len(r.b) && r.b[r.off] == 0 {
+		r.off++
+	}
 	r.end()
 	return seq, r.err
 }

@@ -2,6 +2,9 @@ package link
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -66,7 +69,17 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
 	}
-	s.tr = &quic.Transport{Conn: s.udp}
+	// A replica restarted after a crash knows nothing of the primary's old
+	// connection; with a reset key derived from its own private key it
+	// answers that connection's packets with a stateless reset the primary
+	// can verify, so the primary reconnects at once instead of waiting for
+	// the heartbeat timeout.
+	resetKey, err := statelessResetKey(cert)
+	if err != nil {
+		s.udp.Close()
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.tr = &quic.Transport{Conn: s.udp, StatelessResetKey: resetKey}
 	tlsConf := serverTLS(cert, p, s.log, func() { s.c.refusedPeers.Add(1) })
 	s.ln, err = s.tr.Listen(tlsConf, quicConfig(cfg.HeartbeatInterval, cfg.MaxStreams))
 	if err != nil {
@@ -282,4 +295,15 @@ func helloPayloads(states []diff.MailboxState, ourMax, peerMax int) [][]byte {
 		size += n
 	}
 	return append(out, AppendHello(nil, &Hello{MaxFrame: ourMax, States: states[start:]}))
+}
+
+// statelessResetKey derives the QUIC stateless reset key from the private
+// key, so it is the same across restarts and secret like the key itself.
+func statelessResetKey(cert tls.Certificate) (*quic.StatelessResetKey, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("stateless reset key: %w", err)
+	}
+	k := quic.StatelessResetKey(sha256.Sum256(append([]byte("indexwire stateless reset key\x00"), der...)))
+	return &k, nil
 }
