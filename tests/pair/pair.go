@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/indexwire/indexwire/net/relay"
 	"github.com/indexwire/indexwire/tests/cyrustest"
 )
 
@@ -31,6 +32,9 @@ type Options struct {
 	Log      io.Writer // daemon logs (stderr of both daemons); default discarded
 	// Rolling runs Cyrus's own rolling replication beside indexwire.
 	Rolling bool
+	// Relay, when set, puts an impairment relay between the daemons
+	// (Listen and To are filled in); Pair.Relay() returns it.
+	Relay *relay.Config
 }
 
 // Pair is a primary and a replica Cyrus with indexwire between them.
@@ -43,6 +47,8 @@ type Pair struct {
 	PrimaryFP string
 	ReplicaFP string
 	Deltas    string // the mount's --log-deltas file
+	relay     *relay.Relay
+	stopRelay context.CancelFunc
 
 	mu    sync.Mutex
 	mount *proc
@@ -196,6 +202,13 @@ func Start(ctx context.Context, opts Options) (_ *Pair, err error) {
 			return nil, err
 		}
 	}
+	if opts.Relay != nil {
+		rctx, cancel := context.WithCancel(context.Background())
+		p.stopRelay = cancel
+		if _, err := p.Impair(rctx, *opts.Relay); err != nil {
+			return nil, err
+		}
+	}
 	// Cyrus must open the spool through the overlay: stop, mount, start.
 	if err := p.Primary.Stop(); err != nil {
 		return nil, err
@@ -263,7 +276,7 @@ func waitUDP(addr string, pr *proc, d time.Duration) error {
 // StartMount mounts the overlay in place over the primary's partition,
 // streaming to the replica daemon, and waits until the mount is live.
 func (p *Pair) StartMount(extra ...string) error {
-	args := append([]string{"mount", "--peer", p.LinkAddr, "--key", filepath.Join(p.Dir, "keys-primary"),
+	args := append([]string{"mount", "--peer", p.peerAddr(), "--key", filepath.Join(p.Dir, "keys-primary"),
 		"--peer-cert-sha256", p.ReplicaFP, "--log-deltas", p.Deltas, "--log-level", "debug"}, extra...)
 	args = append(args, p.Primary.Spool)
 	pr, err := startProc(p.daemon(args...))
@@ -335,6 +348,9 @@ func (p *Pair) stop(which **proc, kill bool) error {
 // daemons, the mount (lazily detached if still there).
 func (p *Pair) Close() error {
 	var errs []error
+	if p.stopRelay != nil {
+		defer p.stopRelay()
+	}
 	if p.Primary != nil {
 		errs = append(errs, p.Primary.Stop())
 	}
