@@ -9,6 +9,7 @@
 //	indexwire mount [flags] MOUNTPOINT    FUSE overlay over a Cyrus spool (primary)
 //	indexwire serve [flags]               apply batches to a replica spool
 //	indexwire status [flags]              show peers, positions and lag
+//	indexwire linktest serve|run|relay    measure or impair the QUIC path to a peer
 //
 // Run `indexwire COMMAND -h` for the flags of a command.
 package main
