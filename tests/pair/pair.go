@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -408,6 +409,41 @@ func (p *Pair) Converged() error {
 		}
 	}
 	return nil
+}
+
+// Differences returns the UIDs on which the two sides disagree over IMAP
+// (FLAGS or MODSEQ differ, or the UID is on one side only), in UID order.
+func (p *Pair) Differences() ([]uint32, error) {
+	a, err := Fetch(p.Primary, p.opts.User)
+	if err != nil {
+		return nil, fmt.Errorf("primary: %w", err)
+	}
+	b, err := Fetch(p.Replica, p.opts.User)
+	if err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	return Differences(a, b), nil
+}
+
+// Differences compares two message lists (as Fetch returns them) by UID.
+func Differences(a, b []Message) []uint32 {
+	byUID := make(map[uint32]Message, len(b))
+	for _, m := range b {
+		byUID[m.UID] = m
+	}
+	var out []uint32
+	for _, m := range a {
+		o, ok := byUID[m.UID]
+		delete(byUID, m.UID)
+		if !ok || o.ModSeq != m.ModSeq || !sameFlags(o.Flags, m.Flags) {
+			out = append(out, m.UID)
+		}
+	}
+	for uid := range byUID {
+		out = append(out, uid)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func sameFlags(a, b []string) bool {
