@@ -17,8 +17,14 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
 
+# One run: codec and component Go benchmarks, the overlay against a plain
+# directory, Cyrus's replication against indexwire. Prints markdown tables
+# and writes out/bench.md, out/latency.png (needs root, FUSE, tcpdump and
+# Cyrus). BENCHFLAGS: -quick, -big (adds N = 100 000), -only SECTIONS.
+BENCHFLAGS ?=
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./diff/ ./diff/replica/ ./net/... ./fs/ | tee out/bench.txt
+	@mkdir -p out
+	$(GO) run ./tests/bench -bin $(BIN) -out out $(BENCHFLAGS)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIndex$$' -fuzztime $(FUZZTIME) ./diff/

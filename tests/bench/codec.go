@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -13,16 +14,16 @@ import (
 // benchResult holds the metrics of one benchmark over its -count runs.
 type benchResult map[string][]float64
 
-// runGoBench runs the codec benchmarks of package diff in a child `go test`
-// and returns their metrics by benchmark name (without the -GOMAXPROCS
-// suffix) and unit.
-func runGoBench(ctx context.Context, root string, count int) (map[string]benchResult, string, error) {
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^(BenchmarkScanIndex100k|BenchmarkEncodeSeen)$",
-		"-benchtime", "1s", "-count", strconv.Itoa(count), "./diff/")
+// runGoBench runs Go benchmarks matching pattern in a child `go test` and
+// returns their metrics by benchmark name (without the -GOMAXPROCS suffix)
+// and unit.
+func runGoBench(ctx context.Context, root, pattern, benchtime string, count int, pkgs ...string) (map[string]benchResult, string, error) {
+	args := append([]string{"test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime, "-count", strconv.Itoa(count)}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return nil, string(out), fmt.Errorf("go test -bench ./diff/: %w\n%s", err, out)
+		return nil, string(out), fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	res, err := parseGoBench(out)
 	return res, string(out), err
@@ -67,7 +68,7 @@ func codecSection(ctx context.Context, root string, quick bool) (string, error) 
 	if quick {
 		count = 3
 	}
-	res, _, err := runGoBench(ctx, root, count)
+	res, _, err := runGoBench(ctx, root, "^(BenchmarkScanIndex100k|BenchmarkEncodeSeen)$", "1s", count, "./diff/")
 	if err != nil {
 		return "", err
 	}
@@ -95,5 +96,36 @@ func codecSection(ctx context.Context, root string, quick bool) (string, error) 
 			"the rest are varints. Ideas (not done here): name the mailbox by a per-session varint after its first batch "+
 			"(-24 B), drop the xxhash64 on QUIC where TLS already authenticates every byte (-8 B).\n", one-48)
 	}
+	return b.String(), nil
+}
+
+// componentSection runs the other packages' Go benchmarks once each
+// (replica apply, link send) and lists their metrics.
+func componentSection(ctx context.Context, root string) (string, error) {
+	res, _, err := runGoBench(ctx, root, ".", "3x", 1, "./diff/replica/", "./net/...")
+	if err != nil {
+		return "", err
+	}
+	names := make([]string, 0, len(res))
+	for n := range res {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Component benchmarks\n\n`go test -bench . -benchtime 3x ./diff/replica/ ./net/...` (one run each, indicative).\n\n")
+	t := table{head: []string{"benchmark", "metrics"}}
+	for _, n := range names {
+		units := make([]string, 0, len(res[n]))
+		for u := range res[n] {
+			units = append(units, u)
+		}
+		slices.Sort(units)
+		var cells []string
+		for _, u := range units {
+			cells = append(cells, fmt.Sprintf("%.4g %s", medianFloat(res[n][u]), u))
+		}
+		t.add(n, strings.Join(cells, ", "))
+	}
+	b.WriteString(t.String())
 	return b.String(), nil
 }

@@ -45,7 +45,7 @@ func main() {
 func run() error {
 	quick := flag.Bool("quick", false, "fewer changes and rounds (about half the run time)")
 	big := flag.Bool("big", false, "also measure replication at N = 100 000 messages")
-	only := flag.String("only", "codec,overlay,repl", "comma-separated sections to run")
+	only := flag.String("only", "codec,components,overlay,repl", "comma-separated sections to run")
 	outDir := flag.String("out", "out", "directory for bench.md, latency.png, pcaps and logs")
 	bin := flag.String("bin", "bin/indexwire", "indexwire binary (make build)")
 	changes := flag.Int("changes", 0, "STOREs per system and mailbox size (default 200, -quick 60)")
@@ -122,6 +122,15 @@ func run() error {
 		s, err := codecSection(ctx, root, *quick)
 		if err != nil {
 			failed = append(failed, "codec: "+err.Error())
+		} else {
+			emit(s)
+		}
+	}
+	if sections["components"] && ctx.Err() == nil {
+		progress("component benchmarks (go test -bench ./diff/replica/ ./net/...)")
+		s, err := componentSection(ctx, root)
+		if err != nil {
+			failed = append(failed, "components: "+err.Error())
 		} else {
 			emit(s)
 		}
