@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -108,9 +109,10 @@ func TestReplicaDaemonKilledMidBurst(t *testing.T) {
 
 // kill -9 of the mount daemon: the FUSE mount dies under Cyrus, whose open
 // files are now dead, so the test restarts Cyrus. Changes made just before
-// the kill (while the replica daemon was unreachable, so only the
-// primary's index holds them) arrive after the new mount, which clears the
-// stale one, connects and catches up by modseq.
+// the kill arrive after the new mount, which clears the stale one,
+// connects and catches up by modseq: first changes made while the replica
+// daemon was unreachable (so only the primary's index holds them), then a
+// burst with the link up and the kill right after it.
 func TestMountDaemonKilledThenRestarted(t *testing.T) {
 	s := newStory(t, pairOpts())
 	s.store("1", "+FLAGS", `\Seen`)
@@ -124,27 +126,12 @@ func TestMountDaemonKilledThenRestarted(t *testing.T) {
 	s.store("6", "+FLAGS", `\Deleted`)
 	s.expunge()
 	s.store("1", "-FLAGS", `\Seen`)
-	if err := s.p.StopMount(true); err != nil {
-		t.Fatal(err)
-	}
-	s.c.Close()
-	s.c = nil
-	if err := s.p.Primary.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	s.killMount()
 	if err := s.p.StartServe(); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	if err := s.p.StartMount(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.p.Primary.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	s.connect()
-	s.converge()
-	t.Logf("mount restarted: converged %v after StartMount (Cyrus restart included)", time.Since(start))
+	took := s.restartMount()
+	t.Logf("changes made with the replica daemon down: converged %v after StartMount (Cyrus restart included)", took)
 	s.expectReplica(1)
 	s.expectReplica(3, `\Flagged`)
 	s.expectReplica(5, "$BeforeKill")
@@ -152,8 +139,50 @@ func TestMountDaemonKilledThenRestarted(t *testing.T) {
 		t.Fatal("replica shows uid 6, expunged before the kill")
 	}
 
+	// Again with the link up: a burst, and the kill right after its last
+	// STORE, while batches may still be in flight.
+	for uid := 10; uid <= 19; uid++ {
+		s.store(strconv.Itoa(uid), "+FLAGS", `\Seen`, "$Burst")
+	}
+	s.store("10:19", "-FLAGS", "$Burst")
+	s.killMount()
+	took = s.restartMount()
+	t.Logf("burst right before the kill: converged %v after StartMount (Cyrus restart included)", took)
+	s.expectReplica(15, `\Seen`)
+
 	// The new mount captures Cyrus's writes.
 	s.store("7:9", "+FLAGS", `\Answered`)
 	s.converge()
 	s.expectReplica(8, `\Answered`)
+}
+
+// killMount kills the mount daemon with SIGKILL and stops the primary's
+// Cyrus, whose files on the dead mount are unusable.
+func (s *story) killMount() {
+	s.t.Helper()
+	if err := s.p.StopMount(true); err != nil {
+		s.t.Fatal(err)
+	}
+	s.c.Close()
+	s.c = nil
+	if err := s.p.Primary.Stop(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// restartMount mounts again (over the dead mount), restarts the primary's
+// Cyrus on it and waits for both sides to converge; it returns the time
+// from StartMount to convergence.
+func (s *story) restartMount() time.Duration {
+	s.t.Helper()
+	start := time.Now()
+	if err := s.p.StartMount(); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := s.p.Primary.Restart(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.connect()
+	s.converge()
+	return time.Since(start)
 }
