@@ -94,6 +94,12 @@ func TestReplicaDaemonKilledMidBurst(t *testing.T) {
 	}
 	took := s.converge()
 	t.Logf("replica daemon killed after %d of %d STOREs, back after %d; converged %v after the burst", killedAt, burst, restartedAt, took)
+	// The batch in flight at the kill is never acknowledged; the primary
+	// must learn that from the restarted replica's stateless reset, not
+	// from its 15 s heartbeat timeout.
+	if took > 10*time.Second {
+		t.Fatalf("converged only %v after the burst: the primary waited for the heartbeat timeout", took)
+	}
 	// Each round of 40 STOREs adds one flag to all 20 UIDs and removes it
 	// again, so every UID ends without flags.
 	for uid, m := range s.replica() {

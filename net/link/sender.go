@@ -43,6 +43,21 @@ type session struct {
 	ctl     *quic.Stream
 	peerMax int // the replica's MaxFrame from its Hello
 	states  []diff.MailboxState
+	probe   chan struct{} // asks the heartbeat for a Ping now
+}
+
+// ackProbeDelay is how long an Ack may take before the heartbeat sends a
+// Ping at once instead of at its next tick. A replica restarted after a
+// crash answers that Ping with a stateless reset, so the primary learns at
+// once that the batch it waits for will never be acknowledged.
+const ackProbeDelay = 250 * time.Millisecond
+
+// probeNow asks the heartbeat for an early Ping; it never blocks.
+func (sess *session) probeNow() {
+	select {
+	case sess.probe <- struct{}{}:
+	default:
+	}
 }
 
 // NewSender validates cfg and loads the key; Run then connects.
@@ -192,7 +207,7 @@ func (s *Sender) hello(ctx context.Context, conn *quic.Conn) (*session, error) {
 	if _, err := writeFrame(ctl, FrameHello, AppendHello(nil, &Hello{MaxFrame: s.cfg.MaxFrame}), deadline); err != nil {
 		return nil, fmt.Errorf("write hello: %w", err)
 	}
-	sess := &session{conn: conn, ctl: ctl}
+	sess := &session{conn: conn, ctl: ctl, probe: make(chan struct{}, 1)}
 	for {
 		f, err := readFrameBy(ctl, s.cfg.MaxFrame, deadline)
 		if err != nil {
@@ -296,6 +311,7 @@ func (s *Sender) heartbeat(ctx context.Context, sess *session) {
 			sess.conn.CloseWithError(connShutdown, "session ended")
 			return
 		case <-t.C:
+		case <-sess.probe:
 		}
 		if since := time.Since(time.Unix(0, lastPong.Load())); since > heartbeatMisses*hb {
 			s.log.Warn("heartbeat timeout", zap.Duration("since_pong", since))
@@ -383,6 +399,8 @@ func (s *Sender) sendPayload(ctx context.Context, sess *session, payload []byte,
 		return Ack{}, streamErr("write batch", err)
 	}
 	str.Close()
+	probe := time.AfterFunc(ackProbeDelay, sess.probeNow)
+	defer probe.Stop()
 	s.c.batchesSent.Add(1)
 	s.c.recordsSent.Add(uint64(records))
 	s.c.payloadBytes.Add(uint64(len(payload)))
