@@ -45,10 +45,6 @@ type ApplyResult struct {
 	Diverged bool
 }
 
-// replicatedHeaderFields are header values that follow the primary; each
-// only ever grows, so applying them is idempotent and order-free.
-var replicatedHeaderFields = []string{"recentuid", "recenttime", "pop3_last_login", "pop3_show_after"}
-
 // Apply computes how to apply b to a replica index whose current bytes are
 // file, with keyword names from the replica's cyrus.header mh (AddFlag is
 // called on mh for names it lacks). Per record (Rules 3, 4, 6): a UID the
@@ -136,7 +132,7 @@ func Apply(path string, file []byte, mh *MailboxHeader, b *Batch) (*ApplyResult,
 		hms = max(hms, b.HighestModSeq)
 	}
 	nh.HighestModSeq = hms
-	for _, f := range replicatedHeaderFields {
+	for _, f := range ReplicatedHeaderFields {
 		if v, ok := b.HeaderValue(f); ok {
 			nh.raise(f, v)
 		}

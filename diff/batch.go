@@ -131,3 +131,24 @@ func (b *Batch) Equal(o *Batch) bool {
 	}
 	return true
 }
+
+// ReplicatedHeaderFields are the header fields a replica takes from the
+// primary; each only ever grows, so applying them is idempotent and
+// order-free. Every other header value is either the replica's own
+// (generation, cache and repack bookkeeping) or derived from its records
+// (counts, quota, synccrcs), and is recomputed there.
+var ReplicatedHeaderFields = []string{"recentuid", "recenttime", "pop3_last_login", "pop3_show_after"}
+
+// ForReplica returns b without the header changes a replica does not take
+// (see ReplicatedHeaderFields), and reports whether anything is left to
+// send: a record delta, a highestmodseq move or a replicated header field.
+func (b *Batch) ForReplica() (*Batch, bool) {
+	out := *b
+	out.Header = nil
+	for _, h := range b.Header {
+		if slices.Contains(ReplicatedHeaderFields, h.Field) {
+			out.Header = append(out.Header, h)
+		}
+	}
+	return &out, len(out.Records) > 0 || len(out.Header) > 0 || out.HighestModSeq != out.OldHighestModSeq
+}

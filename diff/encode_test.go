@@ -67,3 +67,18 @@ func TestDecodeBatchRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestForReplica(t *testing.T) {
+	b := sampleBatch()
+	b.Header = []HeaderChange{{"unseen", 7, 6}, {"recenttime", 1, 2}, {"generation", 0, 1}}
+	rb, ok := b.ForReplica()
+	if !ok || len(rb.Header) != 1 || rb.Header[0].Field != "recenttime" || len(b.Header) != 3 {
+		t.Fatalf("%+v %v", rb.Header, ok)
+	}
+	// A repack: no records, no modseq move, only local header fields.
+	rp := &Batch{Mailbox: "m", HighestModSeq: 9, OldHighestModSeq: 9, Repack: true,
+		Header: []HeaderChange{{"generation", 0, 1}, {"num_records", 20, 16}}}
+	if _, ok := rp.ForReplica(); ok {
+		t.Fatal("a repack with nothing replicated would be sent")
+	}
+}

@@ -70,19 +70,11 @@ func newShipper(ctx context.Context, send batchSender, spool string, log *zap.Lo
 
 // Commit implements fs.Sink. It never blocks on the network.
 func (s *shipper) Commit(_ context.Context, b *diff.Batch) {
-	if len(b.Records) == 0 && b.HighestModSeq == b.OldHighestModSeq && !hasReplicatedHeader(b) {
+	rb, ok := b.ForReplica()
+	if !ok {
 		return // nothing the replica keeps changed (e.g. a repack, or cyr_expire's silent marks)
 	}
-	s.enqueue(b.Mailbox, queued{b: b, at: time.Now()})
-}
-
-func hasReplicatedHeader(b *diff.Batch) bool {
-	for _, f := range []string{"recentuid", "recenttime", "pop3_last_login", "pop3_show_after"} {
-		if _, ok := b.HeaderValue(f); ok {
-			return true
-		}
-	}
-	return false
+	s.enqueue(b.Mailbox, queued{b: rb, at: time.Now()})
 }
 
 func (s *shipper) enqueue(id string, q queued) {
