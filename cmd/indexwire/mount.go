@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -27,30 +28,45 @@ func (s sinks) Commit(ctx context.Context, b *diff.Batch) {
 	}
 }
 
-func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// mountConfig is the primary daemon's configuration: every flag, also
+// settable from the --config YAML file by flag name.
+type mountConfig struct {
+	daemonFlags
+	backing, logDeltas, peer, keyDir string
+	pins                             multiFlag
+	noPassthrough, debug             bool
+}
+
+// mountFlags defines mount's flags, with their defaults, on a new FlagSet.
+func mountFlags(stderr io.Writer) (*flag.FlagSet, *mountConfig) {
 	fl := newFlags("mount", stderr)
-	var d daemonFlags
-	d.register(fl)
-	backing := fl.String("backing", "", "directory to serve through the mount (default: mount in place over MOUNTPOINT)")
-	logDeltas := fl.String("log-deltas", "", "write every committed batch as a JSON line to FILE, or - for stdout")
-	peer := fl.String("peer", "", "replica address HOST:PORT (UDP, QUIC) to stream batches to")
-	keyDir := fl.String("key", "", "directory with this side's key.pem and cert.pem (indexwire keygen)")
-	var pins multiFlag
-	fl.Var(&pins, "peer-cert-sha256", "SHA-256 fingerprint of the replica's certificate (repeatable)")
-	noPassthrough := fl.Bool("no-passthrough", false, "serve every file through the daemon (slower; for comparison)")
-	debug := fl.Bool("debug-fuse", false, "log every FUSE request (very verbose)")
+	c := &mountConfig{}
+	c.register(fl)
+	fl.StringVar(&c.backing, "backing", "", "directory to serve through the mount (default: mount in place over MOUNTPOINT)")
+	fl.StringVar(&c.logDeltas, "log-deltas", "", "write every committed batch as a JSON line to FILE, or - for stdout")
+	fl.StringVar(&c.peer, "peer", "", "replica address HOST:PORT (UDP, QUIC) to stream batches to")
+	fl.StringVar(&c.keyDir, "key", "", "directory with this side's key.pem and cert.pem (indexwire keygen)")
+	fl.Var(&c.pins, "peer-cert-sha256", "SHA-256 fingerprint of the replica's certificate (repeatable)")
+	fl.BoolVar(&c.noPassthrough, "no-passthrough", false, "serve every file through the daemon (slower; for comparison)")
+	fl.BoolVar(&c.debug, "debug-fuse", false, "log every FUSE request (very verbose)")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: indexwire mount [--backing DIR] [--log-deltas FILE|-] [--peer ADDR --key DIR --peer-cert-sha256 FP] MOUNTPOINT")
 		fl.PrintDefaults()
 	}
-	pos, err := parseDaemonFlags(fl, &d, args)
+	return fl, c
+}
+
+func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl, c := mountFlags(stderr)
+	pos, err := parseDaemonFlags(fl, &c.daemonFlags, args)
 	if err != nil {
 		return err
 	}
+	d := c.daemonFlags
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: want exactly one MOUNTPOINT", errUsage)
 	}
-	if *peer != "" && (*keyDir == "" || len(pins) == 0) {
+	if c.peer != "" && (c.keyDir == "" || len(c.pins) == 0) {
 		return fmt.Errorf("%w: --peer needs --key and at least one --peer-cert-sha256", errUsage)
 	}
 	log, err := newLogger(d.logLevel)
@@ -63,10 +79,10 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var out sinks
-	if *logDeltas != "" {
+	if c.logDeltas != "" {
 		w := stdout
-		if *logDeltas != "-" {
-			f, err := os.OpenFile(*logDeltas, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if c.logDeltas != "-" {
+			f, err := os.OpenFile(c.logDeltas, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 			if err != nil {
 				return err
 			}
@@ -80,10 +96,10 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	started := time.Now()
 	var sender *link.Sender
 	var ship *shipper
-	if *peer != "" {
+	if c.peer != "" {
 		// The shipper reads indexes through the mount, under Cyrus's locks.
 		ship = newShipper(ctx, nil, mountpoint, log)
-		sender, err = link.NewSender(link.SenderConfig{Peer: *peer, KeyDir: *keyDir, PeerFingerprints: pins,
+		sender, err = link.NewSender(link.SenderConfig{Peer: c.peer, KeyDir: c.keyDir, PeerFingerprints: c.pins,
 			Logger: log, CatchUp: ship.CatchUp})
 		if err != nil {
 			return fmt.Errorf("%w: %w", errUsage, err)
@@ -92,12 +108,12 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		out = append(out, ship)
 	}
 
-	m, err := fs.Mount(ctx, fs.Config{Backing: *backing, Mountpoint: mountpoint, Sink: out, Logger: log,
-		Debug: *debug, NoPassthrough: *noPassthrough})
+	m, err := fs.Mount(ctx, fs.Config{Backing: c.backing, Mountpoint: mountpoint, Sink: out, Logger: log,
+		Debug: c.debug, NoPassthrough: c.noPassthrough})
 	if err != nil {
 		return err
 	}
-	log.Info("mounted", zap.String("mountpoint", m.Mountpoint()), zap.String("backing", *backing), zap.String("peer", *peer))
+	log.Info("mounted", zap.String("mountpoint", m.Mountpoint()), zap.String("backing", c.backing), zap.String("peer", c.peer))
 
 	fsStats := func() fs.Stats { return m.Stats() }
 	counterFunc(reg, "index_writes_total", "Writes captured on cyrus.index files.", func() uint64 { return uint64(fsStats().Writes) })
@@ -126,7 +142,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				state = "connected"
 			}
 			return statusReport{Role: "primary", Started: started, Peers: []peerStatus{{
-				Peer: *peer, State: state, LagSeconds: ship.lag().Seconds(), Batches: s.BatchesAcked, Records: s.RecordsSent,
+				Peer: c.peer, State: state, LagSeconds: ship.lag().Seconds(), Batches: s.BatchesAcked, Records: s.RecordsSent,
 				Applied: s.RecordsApplied, Stale: s.RecordsStale, Missing: s.RecordsMissing, GUIDMismatch: s.RecordsGUIDMismatch,
 				Diverged: s.Diverged, Pending: int(ship.pending.Load()), Bytes: s.FrameBytes,
 			}}}

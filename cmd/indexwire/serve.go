@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -33,24 +34,38 @@ func (l linkApplier) Apply(ctx context.Context, b *diff.Batch) (link.Ack, error)
 
 func (l linkApplier) States(ctx context.Context) ([]diff.MailboxState, error) { return l.a.States(ctx) }
 
-func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+// serveConfig is the replica daemon's configuration: every flag, also
+// settable from the --config YAML file by flag name.
+type serveConfig struct {
+	daemonFlags
+	listen, spool, cyrusConf, stateDir, keyDir string
+	pins                                       multiFlag
+}
+
+// serveFlags defines serve's flags, with their defaults, on a new FlagSet.
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs := newFlags("serve", stderr)
-	var d daemonFlags
-	d.register(fs)
-	listen := fs.String("listen", "127.0.0.1:7443", "UDP address to accept the primary's QUIC link on")
-	spool := fs.String("spool", "", "the replica Cyrus partition (partition-default)")
-	cyrusConf := fs.String("cyrus-conf", "/etc/imapd.conf", "the replica's imapd.conf (for configdirectory and the lock files)")
-	stateDir := fs.String("state-dir", "/var/lib/indexwire", "directory for redo files and replication positions")
-	keyDir := fs.String("key", "", "directory with this side's key.pem and cert.pem (indexwire keygen)")
-	var pins multiFlag
-	fs.Var(&pins, "peer-cert-sha256", "SHA-256 fingerprint of a primary's certificate to accept (repeatable)")
+	c := &serveConfig{}
+	c.register(fs)
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:7443", "UDP address to accept the primary's QUIC link on")
+	fs.StringVar(&c.spool, "spool", "", "the replica Cyrus partition (partition-default)")
+	fs.StringVar(&c.cyrusConf, "cyrus-conf", "/etc/imapd.conf", "the replica's imapd.conf (for configdirectory and the lock files)")
+	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/indexwire", "directory for redo files and replication positions")
+	fs.StringVar(&c.keyDir, "key", "", "directory with this side's key.pem and cert.pem (indexwire keygen)")
+	fs.Var(&c.pins, "peer-cert-sha256", "SHA-256 fingerprint of a primary's certificate to accept (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: indexwire serve --spool DIR --key DIR --peer-cert-sha256 FP [flags]")
 		fs.PrintDefaults()
 	}
-	if _, err := parseDaemonFlags(fs, &d, args); err != nil {
+	return fs, c
+}
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs, c := serveFlags(stderr)
+	if _, err := parseDaemonFlags(fs, &c.daemonFlags, args); err != nil {
 		return err
 	}
+	d := c.daemonFlags
 	log, err := newLogger(d.logLevel)
 	if err != nil {
 		return err
@@ -63,14 +78,14 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		a, _ := filepath.Abs(p)
 		return a
 	}
-	app, err := replica.New(replica.Config{Spool: abs(*spool), CyrusConf: abs(*cyrusConf), StateDir: abs(*stateDir), Logger: log})
+	app, err := replica.New(replica.Config{Spool: abs(c.spool), CyrusConf: abs(c.cyrusConf), StateDir: abs(c.stateDir), Logger: log})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if err := app.Recover(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
-	srv, err := link.Listen(link.ServerConfig{Listen: *listen, KeyDir: *keyDir, PeerFingerprints: pins, Logger: log, Applier: linkApplier{app}})
+	srv, err := link.Listen(link.ServerConfig{Listen: c.listen, KeyDir: c.keyDir, PeerFingerprints: c.pins, Logger: log, Applier: linkApplier{app}})
 	if err != nil {
 		return err
 	}
@@ -100,7 +115,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := serveMetrics(ctx, d.metricsAddr, reg, status, log); err != nil {
 		return err
 	}
-	log.Info("replica serving", zap.String("listen", srv.Addr().String()), zap.String("spool", *spool))
+	log.Info("replica serving", zap.String("listen", srv.Addr().String()), zap.String("spool", c.spool))
 	if err := srv.Serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
