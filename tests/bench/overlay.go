@@ -229,6 +229,8 @@ func overlaySection(ctx context.Context, bin, base string, msgs int, sh overlayS
 				}
 			}
 			notes = append(notes, fmt.Sprintf("%s: %d IOERROR/DBERROR syslog lines", depNames[x.dep], bad))
+		} else {
+			notes = append(notes, fmt.Sprintf("%s: syslog not checked (another process serves /dev/log)", depNames[x.dep]))
 		}
 	}
 	fmt.Fprintf(&b, "\nChecks: %s.\n", strings.Join(notes, "; "))

@@ -42,6 +42,7 @@ type replSys struct {
 
 	fileLat, imapLat []time.Duration
 	storeLat         []time.Duration // the STORE command's own round trip on the primary
+	afterOK          []time.Duration // file-visible minus the STORE's round trip (< 0: before the tagged OK)
 	noops, timeouts  int
 }
 
@@ -215,6 +216,7 @@ func (s *replSys) change(uid uint32, on bool) (file, imap time.Duration, err err
 		}
 		if ok && seen == on && ms >= want {
 			file = time.Since(t0)
+			s.afterOK = append(s.afterOK, file-s.storeLat[len(s.storeLat)-1])
 			break
 		}
 		if time.Since(t0) > visibleTimeout {
@@ -290,7 +292,7 @@ func replRound(ctx context.Context, bin, base, outDir string, n, changes int, lo
 				return nil, fmt.Errorf("warm-up: %w", err)
 			}
 		}
-		s.fileLat, s.imapLat, s.storeLat, s.noops = nil, nil, nil, 0
+		s.fileLat, s.imapLat, s.storeLat, s.afterOK, s.noops = nil, nil, nil, nil, 0
 	}
 	pcapFile := filepath.Join(outDir, fmt.Sprintf("repl-%d.pcap", n))
 	capt, err := startCapture(ctx, pcapFile, "("+cy.filter+") or ("+iw.filter+")")

@@ -22,7 +22,7 @@ func replSection(all []*replResult, changes int, mode string) string {
 		"Payload = TCP payload on the csync port (Cyrus, compressed csync) or UDP payload on the QUIC port (indexwire, "+
 		"QUIC packets incl. acks), both directions, from one `tcpdump -i lo` of the whole run, divided by the number of changes.\n\n",
 		mode, changes)
-	t := table{head: []string{"N", "system", "file p50 / p90 / p99 ms", "IMAP p50 / p90 / p99 ms", "STORE alone p50 / p99 ms", "payload B/change",
+	t := table{head: []string{"N", "system", "file p50 / p90 / p99 ms", "IMAP p50 / p90 / p99 ms", "STORE alone p50 / p99 ms", "file after STORE OK p50 / p99 ms", "payload B/change",
 		"packets/change", "NOOP needed", "converged"}}
 	for _, r := range all {
 		s := r.sys
@@ -31,6 +31,7 @@ func replSection(all []*replResult, changes int, mode string) string {
 			conv = "NO: " + r.converge.Error()
 		}
 		t.add(fmt.Sprint(r.n), s.name, pct3(s.fileLat), pct3(s.imapLat), ms(quantile(s.storeLat, .5))+" / "+ms(quantile(s.storeLat, .99)),
+			ms(quantile(s.afterOK, .5))+" / "+ms(quantile(s.afterOK, .99)),
 			fmt.Sprintf("%.0f", float64(r.payload.Payload)/float64(r.changes)),
 			fmt.Sprintf("%.1f", float64(r.payload.Packets)/float64(r.changes)),
 			fmt.Sprintf("%d/%d", s.noops, len(s.imapLat)), conv)
