@@ -27,13 +27,16 @@ func DecodeIndex(path string, b []byte) (*Index, error) {
 			fmt.Sprintf("file of at least %d bytes", need), fmt.Sprintf("%d bytes", len(b)))
 	}
 	ix := &Index{Header: h, Layout: l, Records: make([]*Record, h.NumRecords)}
+	recs := make([]Record, h.NumRecords) // one allocation for all records
 	var prev uint32
 	for i := range ix.Records {
 		off := l.RecordOffset(i + 1)
-		r, err := DecodeRecord(path, off, l, b[off:off+int64(l.RecordSize)])
-		if err != nil {
+		rb := b[off : off+int64(l.RecordSize)]
+		if err := checkRecordCRC(path, off, l, rb); err != nil {
 			return nil, err
 		}
+		r := &recs[i]
+		decodeInto(r, l, rb)
 		if r.UID != 0 && r.UID <= prev {
 			return nil, corrupt(path, off, "uid", ErrInconsistent, fmt.Sprintf("uid > %d (records sorted by uid)", prev), fmt.Sprint(r.UID))
 		}

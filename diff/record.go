@@ -75,20 +75,28 @@ func DecodeRecord(path string, off int64, l Layout, b []byte) (*Record, error) {
 	if len(b) < l.RecordSize {
 		return nil, corrupt(path, off, "index record", ErrTruncated, fmt.Sprintf("%d bytes", l.RecordSize), fmt.Sprintf("%d bytes", len(b)))
 	}
-	be := binary.BigEndian
-	c := l.crcOffset()
-	stored, sum := be.Uint32(b[c:]), CRC32(b[:c])
-	if stored != sum {
-		return nil, corrupt(path, off+int64(c), fmt.Sprintf("crc of record uid %d", be.Uint32(b)), ErrBadCRC, fmt.Sprintf("%08x", sum), fmt.Sprintf("%08x", stored))
+	if err := checkRecordCRC(path, off, l, b); err != nil {
+		return nil, err
 	}
-	r := decodeRecordUnchecked(l, b)
+	r := &Record{}
+	decodeInto(r, l, b)
 	return r, nil
 }
 
-func decodeRecordUnchecked(l Layout, b []byte) *Record {
+// checkRecordCRC verifies the CRC of the record at off in path.
+func checkRecordCRC(path string, off int64, l Layout, b []byte) error {
+	c := l.crcOffset()
+	if stored, sum := binary.BigEndian.Uint32(b[c:]), CRC32(b[:c]); stored != sum {
+		return corrupt(path, off+int64(c), fmt.Sprintf("crc of record uid %d", binary.BigEndian.Uint32(b)), ErrBadCRC, fmt.Sprintf("%08x", sum), fmt.Sprintf("%08x", stored))
+	}
+	return nil
+}
+
+// decodeInto fills r from the record bytes b of layout l (CRC not checked).
+func decodeInto(r *Record, l Layout, b []byte) {
 	be := binary.BigEndian
 	w56 := be.Uint32(b[56:])
-	r := &Record{
+	*r = Record{
 		UID: be.Uint32(b[0:]), InternalDate: be.Uint32(b[4:]), SentDate: be.Uint32(b[8:]),
 		Size: be.Uint32(b[12:]), HeaderSize: be.Uint32(b[16:]), GMTime: be.Uint32(b[20:]),
 		CacheOffset:  uint64(be.Uint32(b[24:])) | uint64(w56>>16)<<32,
@@ -118,7 +126,6 @@ func decodeRecordUnchecked(l Layout, b []byte) *Record {
 	default:
 		r.CacheCRC = be.Uint32(b[88:])
 	}
-	return r
 }
 
 // EncodeRecord writes r in layout l into b (len >= l.RecordSize) with a
