@@ -109,7 +109,7 @@ func setupCyrus(ctx context.Context, base string, n int) (*replSys, error) {
 
 // setupIndexwire starts the indexwire pair (tests/pair) with N messages.
 func setupIndexwire(ctx context.Context, bin string, n int, log io.Writer) (*replSys, error) {
-	p, err := pair.Start(ctx, pair.Options{Binary: bin, Messages: n, Log: log})
+	p, err := pair.Start(ctx, pair.Options{Binary: bin, Messages: n, Log: log, LogLevel: "info"})
 	if err != nil {
 		return nil, err
 	}

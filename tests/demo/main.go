@@ -51,7 +51,7 @@ func run(ctx context.Context, bin string, msgs, changes int) error {
 		return err
 	}
 	defer os.Remove(logf.Name())
-	p, err := pair.Start(ctx, pair.Options{Binary: abs, Messages: msgs, Log: logf})
+	p, err := pair.Start(ctx, pair.Options{Binary: abs, Messages: msgs, Log: logf, LogLevel: "info"})
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,9 @@ type Options struct {
 	Log      io.Writer // daemon logs (stderr of both daemons); default discarded
 	// Rolling runs Cyrus's own rolling replication beside indexwire.
 	Rolling bool
+	// LogLevel is both daemons' --log-level; default "debug" (tests show
+	// the logs when they fail). Benchmarks use "info".
+	LogLevel string
 	// Relay, when set, puts an impairment relay between the daemons
 	// (Listen and To are filled in); Pair.Relay() returns it.
 	Relay *relay.Config
@@ -135,6 +138,9 @@ func Start(ctx context.Context, opts Options) (_ *Pair, err error) {
 	}
 	if opts.Messages == 0 {
 		opts.Messages = 20
+	}
+	if opts.LogLevel == "" {
+		opts.LogLevel = "debug"
 	}
 	if opts.Log == nil {
 		opts.Log = io.Discard
@@ -239,7 +245,7 @@ func (p *Pair) StartServe(extra ...string) error {
 	}
 	args := append([]string{"serve", "--listen", p.LinkAddr, "--spool", p.Replica.Spool, "--cyrus-conf", p.Replica.Conf,
 		"--state-dir", state, "--key", filepath.Join(p.Dir, "keys-replica"), "--peer-cert-sha256", p.PrimaryFP,
-		"--log-level", "debug"}, extra...)
+		"--log-level", p.opts.LogLevel}, extra...)
 	pr, err := startProc(p.daemon(args...))
 	if err != nil {
 		return fmt.Errorf("start serve: %w", err)
@@ -278,7 +284,7 @@ func waitUDP(addr string, pr *proc, d time.Duration) error {
 // streaming to the replica daemon, and waits until the mount is live.
 func (p *Pair) StartMount(extra ...string) error {
 	args := append([]string{"mount", "--peer", p.peerAddr(), "--key", filepath.Join(p.Dir, "keys-primary"),
-		"--peer-cert-sha256", p.ReplicaFP, "--log-deltas", p.Deltas, "--log-level", "debug"}, extra...)
+		"--peer-cert-sha256", p.ReplicaFP, "--log-deltas", p.Deltas, "--log-level", p.opts.LogLevel}, extra...)
 	args = append(args, p.Primary.Spool)
 	pr, err := startProc(p.daemon(args...))
 	if err != nil {
