@@ -36,7 +36,7 @@ lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; \
-	 else $(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./... || echo "lint: staticcheck not available, skipped"; fi
+	 else $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./... || echo "lint: staticcheck not available, skipped"; fi
 
 demo: deps build
 	$(GO) run ./tests/demo

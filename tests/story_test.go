@@ -83,12 +83,6 @@ func (s *story) replica() map[uint32]cyrustest.Message {
 	return s.side(s.p.Replica)
 }
 
-// primary returns the primary's messages by UID, read over IMAP.
-func (s *story) primary() map[uint32]cyrustest.Message {
-	s.t.Helper()
-	return s.side(s.p.Primary)
-}
-
 func (s *story) side(in *cyrustest.Instance) map[uint32]cyrustest.Message {
 	s.t.Helper()
 	msgs, err := pair.Fetch(in, s.p.User())

@@ -22,19 +22,18 @@ type statusReport struct {
 
 // peerStatus is one link's state.
 type peerStatus struct {
-	Peer           string  `json:"peer"`
-	State          string  `json:"state"`
-	LagSeconds     float64 `json:"lag_seconds"`
-	Batches        uint64  `json:"batches"`
-	Records        uint64  `json:"records"`
-	Applied        uint64  `json:"applied"`
-	Stale          uint64  `json:"stale"`
-	Missing        uint64  `json:"missing"`
-	GUIDMismatch   uint64  `json:"guid_mismatch"`
-	Diverged       uint64  `json:"diverged"`
-	Pending        int     `json:"pending"`
-	CatchUpPending int     `json:"catchup_pending"`
-	Bytes          uint64  `json:"bytes"`
+	Peer         string  `json:"peer"`
+	State        string  `json:"state"`
+	LagSeconds   float64 `json:"lag_seconds"`
+	Batches      uint64  `json:"batches"`
+	Records      uint64  `json:"records"`
+	Applied      uint64  `json:"applied"`
+	Stale        uint64  `json:"stale"`
+	Missing      uint64  `json:"missing"`
+	GUIDMismatch uint64  `json:"guid_mismatch"`
+	Diverged     uint64  `json:"diverged"`
+	Pending      int     `json:"pending"`
+	Bytes        uint64  `json:"bytes"`
 }
 
 // counterFunc registers a counter whose value is read from f at scrape time.

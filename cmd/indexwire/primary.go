@@ -44,10 +44,10 @@ type shipper struct {
 	queues map[string]*mailboxQueue
 	known  map[string]string // unique id -> mailbox directory, for catch-up
 
-	pending, catchUpPending atomic.Int64
-	dropped, catchUps       atomic.Uint64
-	oldestUnacked           atomic.Int64 // unix nanos of the oldest batch in flight, 0 if none
-	lastAck                 atomic.Int64
+	pending           atomic.Int64
+	dropped, catchUps atomic.Uint64
+	oldestUnacked     atomic.Int64 // unix nanos of the oldest batch in flight, 0 if none
+	lastAck           atomic.Int64
 }
 
 type mailboxQueue struct {

@@ -40,9 +40,6 @@ func (t FrameType) String() string {
 
 func (t FrameType) known() bool { return t >= FrameHello && t <= FramePong }
 
-// maxHeader is the largest frame header: type byte and a 4-byte uvarint.
-const maxHeader = 1 + 4
-
 // Frame is one decoded frame.
 type Frame struct {
 	Type    FrameType
