@@ -12,10 +12,12 @@ deps:
 	./scripts/deps.sh
 
 # Everything: unit tests, fuzz seeds, and the tests that run real Cyrus and
-# real FUSE (they need root; they skip with a message otherwise).
+# real FUSE (they need root; they skip with a message otherwise). One package
+# at a time (-p 1): packages that start Cyrus, FUSE mounts and timed links
+# would otherwise compete for this 2-core machine and for /dev/log.
 test:
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -p 1 -count=1 -timeout 25m ./...
 
 # One run: codec and component Go benchmarks, the overlay against a plain
 # directory, Cyrus's replication against indexwire. Prints markdown tables
