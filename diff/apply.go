@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 )
 
 // ErrUIDValidity is returned when a batch's uidvalidity differs from the
@@ -19,6 +21,18 @@ type GUIDMismatch struct {
 	Replica GUID
 }
 
+// Difference is a record that carries the same modseq on both sides but
+// not the same state: the two servers diverged (Rule 8). It is reported,
+// never resolved by guessing which side is right.
+type Difference struct {
+	UID            uint32
+	ModSeq         uint64
+	Primary        []string // flags on the primary, IMAP names (\Expunged for the expunged bit)
+	Replica        []string
+	PrimaryUpdated uint32 // last_updated on each side
+	ReplicaUpdated uint32
+}
+
 // ApplyResult is the outcome of applying one batch to one replica index.
 type ApplyResult struct {
 	Applied      int
@@ -27,6 +41,9 @@ type ApplyResult struct {
 	GUIDMismatch int
 	MissingUIDs  []uint32
 	Mismatches   []GUIDMismatch
+	// Differences are records at the delta's modseq whose flags differ; a
+	// catch-up that sends every record (a full compare) finds them all.
+	Differences []Difference
 
 	// Writes are the bytes to write: changed records in file order, then the
 	// header last. Empty when nothing changes.
@@ -93,6 +110,12 @@ func Apply(path string, file []byte, mh *MailboxHeader, b *Batch) (*ApplyResult,
 		}
 		if r.ModSeq >= d.ModSeq {
 			res.Stale++
+			if r.ModSeq == d.ModSeq {
+				if have := replicatedState(r, mh.UserFlags); !slices.Equal(have, deltaState(d)) {
+					res.Differences = append(res.Differences, Difference{UID: d.UID, ModSeq: d.ModSeq,
+						Primary: deltaState(d), Replica: have, PrimaryUpdated: d.LastUpdated, ReplicaUpdated: r.LastUpdated})
+				}
+			}
 			continue
 		}
 		var uf [4]uint32
@@ -142,7 +165,7 @@ func Apply(path string, file []byte, mh *MailboxHeader, b *Batch) (*ApplyResult,
 		nh.HeaderFileCRC = CRC32(res.HeaderFile)
 	}
 	res.HighestModSeq, res.SyncCRC = nh.HighestModSeq, nh.SyncCRCBasic
-	res.Diverged = !b.Partial && nh.HighestModSeq == b.HighestModSeq && nh.SyncCRCBasic != b.SyncCRC
+	res.Diverged = len(res.Differences) > 0 || !b.Partial && nh.HighestModSeq == b.HighestModSeq && nh.SyncCRCBasic != b.SyncCRC
 	hb, err := nh.Encode()
 	if err != nil {
 		return nil, err
@@ -210,4 +233,24 @@ func FlagString(sys uint32, keywords []string) []string {
 		}
 	}
 	return append(out, keywords...)
+}
+
+// replicatedState lists a record's replicated flags by name, sorted and
+// lower-cased (keywords compare case-insensitively, as in Cyrus).
+func replicatedState(r *Record, names []string) []string {
+	return flagState(r.SystemFlags, FlagNames(r, names))
+}
+
+func deltaState(d *Delta) []string { return flagState(d.SystemFlags, d.UserFlags) }
+
+func flagState(sys uint32, keywords []string) []string {
+	out := FlagString(sys, nil)
+	if sys&FlagExpunged != 0 {
+		out = append(out, `\Expunged`)
+	}
+	for _, k := range keywords {
+		out = append(out, strings.ToLower(k))
+	}
+	slices.Sort(out)
+	return out
 }

@@ -156,3 +156,42 @@ func TestRepairAfterTornApply(t *testing.T) {
 		t.Fatal("repaired index differs from the primary")
 	}
 }
+
+// A full compare (catch-up from 0) finds a record whose flags differ at an
+// equal modseq, reports it and writes nothing.
+func TestApplyFindsDifferencesAtEqualModSeq(t *testing.T) {
+	primary, mh := v17Primary(t)
+	ix, _ := DecodeIndex("r", primary)
+	ix.Records[ix.FindUID(13)].SystemFlags |= FlagFlagged // same modseq, another flag
+	replica, _ := ix.Encode()
+	bs := Since(mustDecode(t, primary), MailboxInfo{UniqueID: mh.UniqueID, UserFlags: mh.UserFlags}, 0, 0)
+	res, err := Apply("r", replica, mh, bs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Differences) != 1 || res.Differences[0].UID != 13 || !res.Diverged || res.Applied != 0 {
+		t.Fatalf("%+v", res)
+	}
+	d := res.Differences[0]
+	if slices.Contains(d.Primary, `\Flagged`) || !slices.Contains(d.Replica, `\Flagged`) {
+		t.Fatalf("difference %+v", d)
+	}
+	for _, w := range res.Writes {
+		if w.Off != 0 {
+			t.Fatal("a differing record was overwritten")
+		}
+	}
+	// Identical sides: nothing differs.
+	if res, _ := Apply("r", primary, mh, bs[0]); len(res.Differences) != 0 || res.Diverged {
+		t.Fatalf("identical: %+v", res)
+	}
+}
+
+func mustDecode(t *testing.T, b []byte) *Index {
+	t.Helper()
+	ix, err := DecodeIndex("t", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ix
+}

@@ -208,6 +208,11 @@ func (a *Applier) account(b *diff.Batch, ar *diff.ApplyResult) {
 		a.log.Warn("guid mismatch: record not written", zap.String("mailbox", b.Mailbox), zap.Uint32("uid", m.UID),
 			zap.String("primary_guid", m.Primary.String()), zap.String("replica_guid", m.Replica.String()))
 	}
+	for _, d := range ar.Differences {
+		a.log.Warn("record differs at equal modseq: not written", zap.String("mailbox", b.Mailbox), zap.Uint32("uid", d.UID),
+			zap.Uint64("modseq", d.ModSeq), zap.Strings("primary_flags", d.Primary), zap.Strings("replica_flags", d.Replica),
+			zap.Uint32("primary_last_updated", d.PrimaryUpdated), zap.Uint32("replica_last_updated", d.ReplicaUpdated))
+	}
 	for _, uid := range ar.MissingUIDs {
 		a.log.Debug("uid missing on replica", zap.String("mailbox", b.Mailbox), zap.Uint32("uid", uid))
 	}
