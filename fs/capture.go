@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"go.uber.org/zap"
@@ -142,6 +143,7 @@ func (c *capture) reset() {
 
 // commitLocked turns what is pending into one batch for the sink.
 func (c *capture) commitLocked(ctx context.Context, n *node, reason string) {
+	defer n.ov.stats.since(time.Now(), &n.ov.stats.commitNanos)
 	writes, hasSnap, snap, broken := c.pending, c.hasSnap, c.snapshot, c.broken
 	c.reset()
 	rel := n.relPath()
@@ -203,6 +205,7 @@ type overlay struct {
 
 type stats struct {
 	hookedOpens, writes, batches, failures atomic.Int64
+	commitNanos, fsyncNanos                atomic.Int64
 }
 
 // Stats are counters of one mount.
@@ -211,7 +214,15 @@ type Stats struct {
 	Writes      int64 // writes captured on cyrus.index
 	Batches     int64 // batches handed to the sink
 	Failures    int64 // commits that could not be turned into a batch
+	// CommitTime is the time spent turning commits into batches and handing
+	// them to the sink (Cyrus waits for it inside its fsync or close).
+	CommitTime time.Duration
+	// FsyncTime is the time spent in fsync of hooked backing files.
+	FsyncTime time.Duration
 }
+
+// since adds the time elapsed since t0 to a nanosecond counter.
+func (s *stats) since(t0 time.Time, c *atomic.Int64) { c.Add(int64(time.Since(t0))) }
 
 func (ov *overlay) rootInode() *gofs.Inode { return ov.root.RootNode.EmbeddedInode() }
 
@@ -233,6 +244,7 @@ func (ov *overlay) mailboxInfo(dir string) (diff.MailboxInfo, error) {
 
 // commitFiles diffs a replaced index against the one renamed over it.
 func (ov *overlay) commitFiles(ctx context.Context, rel, dir string, old []byte, newPath string) {
+	defer ov.stats.since(time.Now(), &ov.stats.commitNanos)
 	cur, err := os.ReadFile(newPath)
 	if err != nil {
 		ov.commitFailed(rel, "rename", fmt.Errorf("read new index: %w", err))

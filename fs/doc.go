@@ -11,8 +11,11 @@
 // writes of an inode become one batch at the commit point Cyrus uses (the
 // fsync that follows the header write at offset 0; also the close of a handle
 // that wrote and never fsynced; and rename of cyrus.index.NEW over
-// cyrus.index, diffed as whole files). Every other file (message files,
-// cyrus.cache, cyrus.header, cyrus.annotations, databases) uses kernel FUSE
+// cyrus.index, diffed as whole files). cyrus.header is served through the
+// daemon too, uncaptured: Cyrus reads it at every command, and a cached read
+// comes from the page cache while a passthrough read marks the inode's atime
+// stale and costs a GETATTR at the next fstat. Every other file (message
+// files, cyrus.cache, cyrus.annotations, databases) uses kernel FUSE
 // passthrough where the kernel offers it, so its reads, writes and mmaps never
 // reach the daemon.
 //
@@ -25,7 +28,9 @@
 // Every change must come through the mount (writes behind its back are not
 // coherent with mappings through it, see fuse-notes.md), so entries and
 // attributes are cached for long, page cache is kept across opens of hooked
-// files and FLUSH is answered by the kernel (FOPEN_NOFLUSH).
+// files and not dropped when an index write changes the mtime
+// (ExplicitDataCacheControl), and FLUSH is answered by the kernel
+// (FOPEN_NOFLUSH).
 //
 // # Deployments
 //

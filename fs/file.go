@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -29,7 +30,7 @@ func (p *passFile) Release(ctx context.Context) syscall.Errno {
 type hookFile struct {
 	lf *gofs.LoopbackFile
 	n  *node
-	c  *capture
+	c  *capture // nil for a file opened under a name that is not an index's
 }
 
 var (
@@ -51,6 +52,9 @@ var (
 
 // Write records the bytes the write replaces, then writes through.
 func (h *hookFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if h.c == nil {
+		return h.lf.Write(ctx, data, off)
+	}
 	return h.c.write(h, data, off, func() (uint32, syscall.Errno) { return h.lf.Write(ctx, data, off) })
 }
 
@@ -65,14 +69,20 @@ func (h *hookFile) Writev(ctx context.Context, data [][]byte, off int64) (uint32
 
 // Fsync syncs the backing file; after a header write it closes the commit.
 func (h *hookFile) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	t0 := time.Now()
 	errno := h.lf.Fsync(ctx, flags)
-	h.c.fsynced(ctx, h, errno)
+	h.n.ov.stats.since(t0, &h.n.ov.stats.fsyncNanos)
+	if h.c != nil {
+		h.c.fsynced(ctx, h, errno)
+	}
 	return errno
 }
 
 // Release closes the handle; writes it left uncommitted are committed.
 func (h *hookFile) Release(ctx context.Context) syscall.Errno {
-	h.c.releasing(ctx, h)
+	if h.c != nil {
+		h.c.releasing(ctx, h)
+	}
 	errno := h.lf.Release(ctx)
 	h.n.released()
 	return errno

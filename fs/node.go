@@ -18,10 +18,21 @@ import (
 // indexName is the file whose commits become batches.
 const indexName = "cyrus.index"
 
-// isIndexName reports whether a file named name is served through the
-// daemon: cyrus.index, cyrus.index.NEW and anything else starting with
-// "cyrus.index" (the names Cyrus renames onto cyrus.index).
-func isIndexName(name string) bool { return strings.HasPrefix(name, indexName) }
+// headerName is the mailbox header, read at every command and written only
+// by renaming cyrus.header.NEW into place.
+const headerName = "cyrus.header"
+
+// isHookedName reports whether a file named name is served through the
+// daemon (cached mode): cyrus.index, cyrus.index.NEW and anything else
+// starting with "cyrus.index" (the names Cyrus renames onto cyrus.index),
+// whose writes are captured; and cyrus.header*, whose writes are not
+// captured but which is cheaper in cached mode: a passthrough read marks the
+// FUSE inode's atime stale, so Cyrus's fstat at the next command costs a
+// GETATTR round trip, while a cached read is served from the page cache
+// kept across opens (one GETATTR fewer per command).
+func isHookedName(name string) bool {
+	return strings.HasPrefix(name, indexName) || strings.HasPrefix(name, headerName)
+}
 
 // node is every inode of the overlay: a loopback node whose opens are
 // routed to a hooked or a passthrough handle.
@@ -102,7 +113,7 @@ func (n *node) openedLocked(ctx context.Context, fh gofs.FileHandle, ff uint32, 
 		return nil, 0, syscall.EIO
 	}
 	if n.opens == 0 {
-		if hooked := isIndexName(name); hooked != n.hooked {
+		if hooked := isHookedName(name); hooked != n.hooked {
 			n.hooked = hooked
 			n.keepCache = false
 		}
@@ -113,7 +124,9 @@ func (n *node) openedLocked(ctx context.Context, fh gofs.FileHandle, ff uint32, 
 		n.keepCache = false
 		return &passFile{LoopbackFile: lf, n: n}, ff, 0
 	}
-	if n.cap == nil {
+	// Only index files get a capture (and the read descriptor it needs); a
+	// cyrus.header handle has none.
+	if n.cap == nil && strings.HasPrefix(name, indexName) {
 		fd, _ := lf.PassthroughFd()
 		rf, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", fd))
 		if err != nil {

@@ -119,6 +119,10 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	counterFunc(reg, "index_writes_total", "Writes captured on cyrus.index files.", func() uint64 { return uint64(fsStats().Writes) })
 	counterFunc(reg, "commits_total", "Cyrus commits turned into batches.", func() uint64 { return uint64(fsStats().Batches) })
 	counterFunc(reg, "commit_failures_total", "Commits that could not be turned into a batch.", func() uint64 { return uint64(fsStats().Failures) })
+	counterFunc(reg, "commit_microseconds_total", "Time spent turning commits into batches (Cyrus waits in fsync or close).",
+		func() uint64 { return uint64(fsStats().CommitTime.Microseconds()) })
+	counterFunc(reg, "index_fsync_microseconds_total", "Time spent in fsync of backing files served through the daemon.",
+		func() uint64 { return uint64(fsStats().FsyncTime.Microseconds()) })
 	status := func() statusReport { return statusReport{Role: "primary", Started: started} }
 	if sender != nil {
 		st := func() link.SenderStats { return sender.Stats() }
