@@ -3,10 +3,13 @@ GO       ?= go
 BIN      := bin/indexwire
 FUZZTIME ?= 20s
 
-.PHONY: build test bench fuzz lint demo deps clean
+.PHONY: build install test bench fuzz lint demo deps clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/indexwire
+
+install: build
+	install -m 0755 $(BIN) /usr/local/bin/indexwire
 
 deps:
 	./scripts/deps.sh

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -76,6 +77,16 @@ func parseDaemonFlags(fs *flag.FlagSet, d *daemonFlags, args []string) ([]string
 		return nil, fmt.Errorf("%w: %w", errUsage, errors.Join(errs...))
 	}
 	return pos, nil
+}
+
+// checkAddr checks a --flag address is an IP literal with a port: host
+// names are refused, so nothing is ever looked up or sent anywhere but
+// where the operator said.
+func checkAddr(flagName, addr string) error {
+	if _, err := netip.ParseAddrPort(addr); err != nil {
+		return fmt.Errorf("%w: --%s %q: want IP:PORT, e.g. 127.0.0.1:9464", errUsage, flagName, addr)
+	}
+	return nil
 }
 
 // newLogger builds the daemons' structured logger (JSON lines on stderr).

@@ -107,7 +107,7 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
-			return nil, fmt.Errorf("%w: %v", errUsage, err)
+			return nil, exitError{2} // the flag package printed the error and the usage
 		}
 		args = fs.Args()
 		if len(args) == 0 {

@@ -70,6 +70,16 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if c.peer != "" && (c.keyDir == "" || len(c.pins) == 0) {
 		return fmt.Errorf("%w: --peer needs --key and at least one --peer-cert-sha256", errUsage)
 	}
+	if c.peer != "" {
+		if err := checkAddr("peer", c.peer); err != nil {
+			return err
+		}
+	}
+	if c.metricsAddr != "" {
+		if err := checkAddr("metrics-addr", c.metricsAddr); err != nil {
+			return err
+		}
+	}
 	// One P: each FUSE request otherwise makes the Go runtime wake a second
 	// thread on another CPU (go-fuse spawns the next reader before serving
 	// the request inline), and cross-CPU wake-ups dominate a round trip.
@@ -115,7 +125,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		sender, err = link.NewSender(link.SenderConfig{Peer: c.peer, KeyDir: c.keyDir, PeerFingerprints: c.pins,
 			Logger: log, CatchUp: ship.CatchUp})
 		if err != nil {
-			return fmt.Errorf("%w: %w", errUsage, err)
+			return err
 		}
 		ship.send = sender
 		out = append(out, ship)
@@ -126,7 +136,6 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log.Info("mounted", zap.String("mountpoint", m.Mountpoint()), zap.String("backing", c.backing), zap.String("peer", c.peer))
 
 	fsStats := func() fs.Stats { return m.Stats() }
 	counterFunc(reg, "index_writes_total", "Writes captured on cyrus.index files.", func() uint64 { return uint64(fsStats().Writes) })
@@ -174,8 +183,12 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("sd_notify", zap.Error(err))
+	}
 	select {
 	case <-ctx.Done():
+		_ = sdNotify("STOPPING=1")
 		log.Info("signal: unmounting", zap.String("mountpoint", m.Mountpoint()))
 		if err := m.Unmount(); err != nil {
 			return err

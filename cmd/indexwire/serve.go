@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -62,8 +63,27 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs, c := serveFlags(stderr)
-	if _, err := parseDaemonFlags(fs, &c.daemonFlags, args); err != nil {
+	pos, err := parseDaemonFlags(fs, &c.daemonFlags, args)
+	if err != nil {
 		return err
+	}
+	switch {
+	case len(pos) != 0:
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
+	case c.spool == "":
+		return fmt.Errorf("%w: --spool is required", errUsage)
+	case c.keyDir == "":
+		return fmt.Errorf("%w: --key is required (make one with indexwire keygen)", errUsage)
+	case len(c.pins) == 0:
+		return fmt.Errorf("%w: at least one --peer-cert-sha256 is required", errUsage)
+	}
+	if err := checkAddr("listen", c.listen); err != nil {
+		return err
+	}
+	if c.metricsAddr != "" {
+		if err := checkAddr("metrics-addr", c.metricsAddr); err != nil {
+			return err
+		}
 	}
 	d := c.daemonFlags
 	log, err := newLogger(d.logLevel)
@@ -78,9 +98,12 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		a, _ := filepath.Abs(p)
 		return a
 	}
+	if err := os.MkdirAll(abs(c.stateDir), 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
 	app, err := replica.New(replica.Config{Spool: abs(c.spool), CyrusConf: abs(c.cyrusConf), StateDir: abs(c.stateDir), Logger: log})
 	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return err
 	}
 	if err := app.Recover(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -116,6 +139,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log.Info("replica serving", zap.String("listen", srv.Addr().String()), zap.String("spool", c.spool))
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("sd_notify", zap.Error(err))
+	}
 	if err := srv.Serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

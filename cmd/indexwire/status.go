@@ -18,12 +18,19 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("status", stderr)
 	addr := fs.String("metrics-addr", "127.0.0.1:9464", "the --metrics-addr of the daemon to ask")
 	asJSON := fs.Bool("json", false, "print the raw status object")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: indexwire status [--metrics-addr IP:PORT] [--json]\n\nAsks a running mount or serve daemon (started with --metrics-addr) for its peers' state.")
+		fs.PrintDefaults()
+	}
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
 		return fmt.Errorf("%w: no arguments expected", errUsage)
+	}
+	if err := checkAddr("metrics-addr", *addr); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

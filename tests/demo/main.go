@@ -37,7 +37,7 @@ func main() {
 
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
-func run(ctx context.Context, bin string, msgs, changes int) error {
+func run(ctx context.Context, bin string, msgs, changes int) (err error) {
 	if why := cyrustest.Available(); why != "" {
 		return fmt.Errorf("cannot run Cyrus here: %s (run as root after `make deps`)", why)
 	}
@@ -50,7 +50,12 @@ func run(ctx context.Context, bin string, msgs, changes int) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(logf.Name())
+	defer func() {
+		logf.Close()
+		if err == nil {
+			os.Remove(logf.Name()) // kept when the demo fails: the error points at it
+		}
+	}()
 	p, err := pair.Start(ctx, pair.Options{Binary: abs, Messages: msgs, Log: logf, LogLevel: "info"})
 	if err != nil {
 		return err
