@@ -16,11 +16,11 @@ func applyWrites(file []byte, ws []Write) []byte {
 }
 
 func v17Primary(t *testing.T) ([]byte, *MailboxHeader) {
-	mh, err := ParseMailboxHeader("h", readShared(t, "v17/cyrus.header"))
+	mh, err := ParseMailboxHeader("h", mustRead(t, "testdata/v17/cyrus.header"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return readShared(t, "v17/cyrus.index"), mh
+	return mustRead(t, "testdata/v17/cyrus.index"), mh
 }
 
 func commitBatch(t *testing.T, before, after []byte, mh *MailboxHeader) *Batch {
@@ -33,7 +33,7 @@ func commitBatch(t *testing.T, before, after []byte, mh *MailboxHeader) *Batch {
 
 func TestApplyMakesReplicaEqual(t *testing.T) {
 	replica, mh := v17Primary(t)
-	primary, _ := storeLikeCyrus(t, replica, mh.UserFlags, 13, FlagSeen)
+	primary, _ := storeLikeCyrus(t, replica, mh.UserFlags, 11, FlagSeen)
 	b := commitBatch(t, replica, primary, mh)
 	res, err := Apply("r", replica, mh, b)
 	if err != nil {
@@ -55,8 +55,8 @@ func TestApplyMakesReplicaEqual(t *testing.T) {
 
 func TestApplyOutOfOrder(t *testing.T) {
 	replica, mh := v17Primary(t)
-	p1, _ := storeLikeCyrus(t, replica, mh.UserFlags, 13, FlagSeen)
-	p2, _ := storeLikeCyrus(t, p1, mh.UserFlags, 14, FlagFlagged)
+	p1, _ := storeLikeCyrus(t, replica, mh.UserFlags, 11, FlagSeen)
+	p2, _ := storeLikeCyrus(t, p1, mh.UserFlags, 12, FlagFlagged)
 	b1, b2 := commitBatch(t, replica, p1, mh), commitBatch(t, p1, p2, mh)
 	r := replica
 	for _, b := range []*Batch{b2, b1, b2} {
@@ -73,7 +73,7 @@ func TestApplyOutOfOrder(t *testing.T) {
 
 func TestApplyGUIDMismatchAndMissing(t *testing.T) {
 	replica, mh := v17Primary(t)
-	primary, _ := storeLikeCyrus(t, replica, mh.UserFlags, 13, FlagSeen)
+	primary, _ := storeLikeCyrus(t, replica, mh.UserFlags, 11, FlagSeen)
 	b := commitBatch(t, replica, primary, mh)
 	b.Records[0].GUID[0] ^= 0xff
 	b.Records = append(b.Records, Delta{UID: 99, ModSeq: 50})
@@ -138,7 +138,7 @@ func TestApplyRefusesUIDValidity(t *testing.T) {
 
 func TestRepairAfterTornApply(t *testing.T) {
 	replica, mh := v17Primary(t)
-	primary, _ := storeLikeCyrus(t, replica, mh.UserFlags, 13, FlagSeen)
+	primary, _ := storeLikeCyrus(t, replica, mh.UserFlags, 11, FlagSeen)
 	res, _ := Apply("r", replica, mh, commitBatch(t, replica, primary, mh))
 	torn := applyWrites(replica, res.Writes[:1]) // records written, header not
 	ix, err := DecodeIndex("torn", torn)
@@ -162,14 +162,14 @@ func TestRepairAfterTornApply(t *testing.T) {
 func TestApplyFindsDifferencesAtEqualModSeq(t *testing.T) {
 	primary, mh := v17Primary(t)
 	ix, _ := DecodeIndex("r", primary)
-	ix.Records[ix.FindUID(13)].SystemFlags |= FlagFlagged // same modseq, another flag
+	ix.Records[ix.FindUID(11)].SystemFlags |= FlagFlagged // same modseq, another flag
 	replica, _ := ix.Encode()
 	bs := Since(mustDecode(t, primary), MailboxInfo{UniqueID: mh.UniqueID, UserFlags: mh.UserFlags}, 0, 0)
 	res, err := Apply("r", replica, mh, bs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Differences) != 1 || res.Differences[0].UID != 13 || !res.Diverged || res.Applied != 0 {
+	if len(res.Differences) != 1 || res.Differences[0].UID != 11 || !res.Diverged || res.Applied != 0 {
 		t.Fatalf("%+v", res)
 	}
 	d := res.Differences[0]

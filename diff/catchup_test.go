@@ -7,13 +7,13 @@ import (
 
 func TestSinceCatchesUp(t *testing.T) {
 	replica, mh := v17Primary(t)
-	p1, _ := storeLikeCyrus(t, replica, mh.UserFlags, 13, FlagSeen)
-	p2, _ := storeLikeCyrus(t, p1, mh.UserFlags, 14, FlagFlagged)
-	p3, _ := storeLikeCyrus(t, p2, mh.UserFlags, 16, FlagAnswered)
+	p1, _ := storeLikeCyrus(t, replica, mh.UserFlags, 11, FlagSeen)
+	p2, _ := storeLikeCyrus(t, p1, mh.UserFlags, 12, FlagFlagged)
+	p3, _ := storeLikeCyrus(t, p2, mh.UserFlags, 6, FlagAnswered)
 	pix, _ := DecodeIndex("p", p3)
 	mb := MailboxInfo{UniqueID: mh.UniqueID, UserFlags: mh.UserFlags}
 	for _, chunk := range []int{0, 1, 2} {
-		bs := Since(pix, mb, 42, chunk)
+		bs := Since(pix, mb, 29, chunk)
 		want := 1
 		if chunk > 0 {
 			want = (3 + chunk - 1) / chunk
@@ -22,7 +22,7 @@ func TestSinceCatchesUp(t *testing.T) {
 			t.Fatalf("chunk %d: %d batches", chunk, len(bs))
 		}
 		r := replica
-		from := uint64(42)
+		from := uint64(29)
 		for i, b := range bs {
 			if b.OldHighestModSeq != from || b.Partial != (i < len(bs)-1) {
 				t.Fatalf("chunk %d batch %d: old %d partial %v", chunk, i, b.OldHighestModSeq, b.Partial)

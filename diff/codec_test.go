@@ -77,3 +77,19 @@ func TestRefusedVersions(t *testing.T) {
 		}
 	}
 }
+
+// Versions outside 12..17 are refused at offset 8 before anything else is
+// read (no committed fixture needed: the version word of a real v17 file is
+// patched).
+func TestRefusedVersionsPatched(t *testing.T) {
+	raw := mustRead(t, "testdata/v17/cyrus.index")
+	for _, v := range []byte{0, 9, 10, 11, 18, 19, 20, 255} {
+		b := bytes.Clone(raw)
+		b[11] = v
+		_, err := DecodeIndex("p", b)
+		var ce *CorruptError
+		if !errors.Is(err, ErrUnknownVersion) || !errors.As(err, &ce) || ce.Offset != 8 {
+			t.Errorf("version %d: %v", v, err)
+		}
+	}
+}

@@ -47,10 +47,9 @@ func storeLikeCyrus(t *testing.T, file []byte, names []string, uid uint32, set u
 }
 
 func TestDiffWritesSeen(t *testing.T) {
-	file := readShared(t, "v17/cyrus.index")
-	mh, _ := ParseMailboxHeader("h", readShared(t, "v17/cyrus.header"))
+	file, mh := v17Primary(t)
 	for _, cuts := range [][]int{nil, {16}, {8, 60}} {
-		nb, ws := storeLikeCyrus(t, file, mh.UserFlags, 13, FlagSeen, cuts...)
+		nb, ws := storeLikeCyrus(t, file, mh.UserFlags, 11, FlagSeen, cuts...)
 		b, err := DiffWrites("cyrus.index", bytes.NewReader(nb), int64(len(nb)), ws, MailboxInfo{UniqueID: mh.UniqueID, UserFlags: mh.UserFlags})
 		if err != nil {
 			t.Fatal(err)
@@ -59,11 +58,11 @@ func TestDiffWritesSeen(t *testing.T) {
 			t.Fatalf("cuts %v: %d deltas", cuts, len(b.Records))
 		}
 		d := b.Records[0]
-		if d.UID != 13 || d.ModSeq != 43 || d.OldModSeq == 0 || d.SystemFlags&FlagSeen == 0 ||
+		if d.UID != 11 || d.ModSeq != 30 || d.OldModSeq == 0 || d.SystemFlags&FlagSeen == 0 ||
 			d.Changed != FieldSystemFlags|FieldModSeq|FieldLastUpdated {
 			t.Fatalf("delta %+v changed=%v", d, d.Changed.Names())
 		}
-		if b.OldHighestModSeq != 42 || b.HighestModSeq != 43 || b.Mailbox != mh.UniqueID || b.UIDValidity != 1796312666 {
+		if b.OldHighestModSeq != 29 || b.HighestModSeq != 30 || b.Mailbox != mh.UniqueID || b.UIDValidity != 1796318450 {
 			t.Fatalf("batch %+v", b)
 		}
 		ni, _ := DecodeIndex("new", nb)
@@ -90,14 +89,14 @@ func fieldNamesOf(hs []HeaderChange) []string {
 }
 
 func TestDiffWritesAppend(t *testing.T) {
-	file := readShared(t, "v17/cyrus.index")
+	file, _ := v17Primary(t)
 	ix, _ := DecodeIndex("f", file)
 	last := *ix.Records[len(ix.Records)-1]
-	last.UID = 21
-	last.ModSeq = 43
+	last.UID = 13
+	last.ModSeq = 30
 	ix.Records = append(ix.Records, &last)
-	ix.Header.LastUID = 21
-	ix.Header.HighestModSeq = 43
+	ix.Header.LastUID = 13
+	ix.Header.HighestModSeq = 30
 	nb, _ := ix.Encode()
 	off := int64(len(file))
 	ws := []Write{
@@ -108,18 +107,18 @@ func TestDiffWritesAppend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b.Records) != 1 || b.Records[0].UID != 21 || b.Records[0].Changed != FieldAppended {
+	if len(b.Records) != 1 || b.Records[0].UID != 13 || b.Records[0].Changed != FieldAppended {
 		t.Fatalf("%+v", b.Records)
 	}
 }
 
 func TestDiffWritesLocalOnly(t *testing.T) {
 	// cyr_expire marks expunged records UNLINKED silently: no delta.
-	file := readShared(t, "v17/cyrus.index")
+	file, _ := v17Primary(t)
 	ix, _ := DecodeIndex("f", file)
-	ix.Records[14].SystemFlags |= FlagUnlinked | FlagNeedsCleanup
+	ix.Records[9].SystemFlags |= FlagUnlinked | FlagNeedsCleanup // uid 10, expunged
 	nb, _ := ix.Encode()
-	off := ix.Layout.RecordOffset(15)
+	off := ix.Layout.RecordOffset(10)
 	ws := []Write{{Off: off, Old: file[off : off+112], New: nb[off : off+112]}}
 	b, err := DiffWrites("cyrus.index", bytes.NewReader(nb), int64(len(nb)), ws, MailboxInfo{UniqueID: "x"})
 	if err != nil {
