@@ -174,7 +174,7 @@ func TestExampleConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(pos, []string{"/mnt/spool"}) || mc.peer != "127.0.0.1:7443" || len(mc.pins) != 1 || mc.backing != "" || mc.metricsAddr != "127.0.0.1:9465" {
+	if !slices.Equal(pos, []string{"/mnt/spool"}) || mc.peer != "127.0.0.1:7443" || len(mc.pins) != 1 || mc.backing != "" || mc.metricsAddr != "127.0.0.1:9464" {
 		t.Fatalf("mount config %+v %v", mc, pos)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
