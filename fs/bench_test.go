@@ -89,3 +89,15 @@ func TestHookOverhead(t *testing.T) {
 		t.Errorf("stats %+v: want 500+ batches, no failures", s)
 	}
 }
+
+// BenchmarkMailboxInfo is the cyrus.header lookup every commit does.
+func BenchmarkMailboxInfo(b *testing.B) {
+	dir := b.TempDir()
+	copyFixture(b, "v17", dir)
+	ov := &overlay{}
+	for b.Loop() {
+		if _, err := ov.mailboxInfo(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
