@@ -1,15 +1,18 @@
 package fs
 
 import (
+	"bufio"
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
 
 	"github.com/indexwire/indexwire/diff"
 )
@@ -126,4 +129,47 @@ func copyFixture(t testing.TB, dir, dst string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// mountChildT mounts a fresh overlay (Backing a temp dir) served by a child
+// process, so this process can use the mount like any client, mappings
+// included. The mount is removed when the test ends.
+func mountChildT(t *testing.T) *testMount {
+	t.Helper()
+	needFUSE(t)
+	backing := t.TempDir()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := helper(t, "mount", backing, mnt)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("child mount: %q %v", line, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Errorf("child mount did not exit after unmount")
+		}
+	})
+	return &testMount{backing: backing, mnt: mnt}
 }

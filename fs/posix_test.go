@@ -154,8 +154,13 @@ var posixCases = []posixCase{
 	{"Ftruncate", testFtruncate},
 }
 
+// TestPOSIX runs the check list against a mount served by a child process.
+// A process must not touch mappings of a FUSE file system it serves itself:
+// a page fault is not a syscall, so the faulting thread keeps its P and a
+// stop-the-world GC waits for it forever while the goroutine that would
+// answer the fault's READ is stopped (a deadlock seen here once in ~20 runs).
 func TestPOSIX(t *testing.T) {
-	tm := mountT(t, "")
+	tm := mountChildT(t)
 	for _, kind := range []struct{ kind, name string }{{"hooked", "cyrus.index.px"}, {"passthrough", "data.px"}} {
 		for i, c := range posixCases {
 			name := fmt.Sprintf("%s%d", kind.name, i)
