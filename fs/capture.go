@@ -38,10 +38,11 @@ func (c *capture) dirty() bool { return len(c.pending) > 0 || c.hasSnap }
 // write reads the bytes about to be replaced, performs the write, and keeps
 // both. Writes to a file not (or no longer) named cyrus.index pass through:
 // cyrus.index.NEW is diffed whole when it is renamed into place.
-func (c *capture) write(h *hookFile, data []byte, off int64, do func() (uint32, syscall.Errno)) (uint32, syscall.Errno) {
+// h is the handle written through (nil in no-open mode).
+func (c *capture) write(n *node, h *hookFile, data []byte, off int64, do func() (uint32, syscall.Errno)) (uint32, syscall.Errno) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if h.n.name() != indexName {
+	if n.name() != indexName {
 		return do()
 	}
 	var old []byte
@@ -57,7 +58,7 @@ func (c *capture) write(h *hookFile, data []byte, off int64, do func() (uint32, 
 	if errno != 0 || w == 0 {
 		return w, errno
 	}
-	h.n.ov.stats.writes.Add(1)
+	n.ov.stats.writes.Add(1)
 	if !c.hasSnap {
 		c.pending = append(c.pending, diff.Write{Off: off, Old: old[:min(len(old), int(w))], New: bytes.Clone(data[:w])})
 	}
@@ -70,18 +71,18 @@ func (c *capture) write(h *hookFile, data []byte, off int64, do func() (uint32, 
 
 // fsynced closes the commit if the header has been written since the last
 // one: Cyrus writes records, then the header at 0, then fsyncs.
-func (c *capture) fsynced(ctx context.Context, h *hookFile, errno syscall.Errno) {
+func (c *capture) fsynced(ctx context.Context, n *node, errno syscall.Errno) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.header || h.n.name() != indexName {
+	if !c.header || n.name() != indexName {
 		return
 	}
 	if errno != 0 {
 		c.reset()
-		h.n.ov.commitFailed(h.n.relPath(), "fsync", fmt.Errorf("fsync: %w", errno))
+		n.ov.commitFailed(n.relPath(), "fsync", fmt.Errorf("fsync: %w", errno))
 		return
 	}
-	c.commitLocked(ctx, h.n, "fsync")
+	c.commitLocked(ctx, n, "fsync")
 }
 
 // releasing commits what the closing handle wrote and never fsynced.
@@ -201,15 +202,18 @@ type overlay struct {
 	sink     Sink
 	log      *zap.Logger
 	stats    stats
+	noOpen   bool    // Config.NoOpen
+	bare     bareFds // no-open mode: nodes holding a descriptor
 }
 
 type stats struct {
-	hookedOpens, writes, batches, failures atomic.Int64
-	commitNanos, fsyncNanos                atomic.Int64
+	opens, hookedOpens, writes, batches, failures atomic.Int64
+	commitNanos, fsyncNanos                       atomic.Int64
 }
 
 // Stats are counters of one mount.
 type Stats struct {
+	Opens       int64 // OPEN requests (in no-open mode only the first, answered ENOSYS)
 	HookedOpens int64 // opens served through the daemon (index files)
 	Writes      int64 // writes captured on cyrus.index
 	Batches     int64 // batches handed to the sink

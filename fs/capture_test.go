@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/indexwire/indexwire/diff"
 )
@@ -113,8 +114,29 @@ func setFlags(set uint32, kw int, uids ...uint32) func(ix *diff.Index) {
 	}
 }
 
-func TestCaptureStore(t *testing.T) {
-	tm := mountT(t, "")
+// noOpen is the Config change of the no-open tests.
+func noOpen(c *Config) { c.NoOpen = true }
+
+// checkNoOpen asserts that the kernel honoured no-open: one OPEN (answered
+// ENOSYS), none after it, and no handle.
+func checkNoOpen(t *testing.T, tm *testMount) {
+	t.Helper()
+	if st := tm.Stats(); st.Opens != 1 || st.HookedOpens != 0 {
+		t.Errorf("no-open mount saw %d OPEN requests and %d hooked opens, want 1 and 0", st.Opens, st.HookedOpens)
+	}
+}
+
+func TestCaptureStore(t *testing.T) { testCaptureStore(t, mountT(t, "")) }
+
+// TestCaptureStoreNoOpen is TestCaptureStore with Config.NoOpen: the same
+// writes and fsyncs arrive without a file handle and give the same batches.
+func TestCaptureStoreNoOpen(t *testing.T) {
+	tm := mountT(t, "", noOpen)
+	testCaptureStore(t, tm)
+	checkNoOpen(t, tm)
+}
+
+func testCaptureStore(t *testing.T, tm *testMount) {
 	copyFixture(t, "v17", filepath.Join(tm.backing, "m"))
 	mh := loadHeader(t, filepath.Join(tm.backing, "m", "cyrus.header"))
 	f, err := os.OpenFile(filepath.Join(tm.mnt, "m", "cyrus.index"), os.O_RDWR, 0)
@@ -224,8 +246,49 @@ func TestCaptureCloseWithoutFsync(t *testing.T) {
 	tm.noCaptureErrors(t)
 }
 
-func TestCaptureRepackRename(t *testing.T) {
-	tm := mountT(t, "")
+// TestCaptureCloseWithoutFsyncNoOpen: without RELEASE there is no commit at
+// close; the writes stay pending and go into the next commit's batch.
+func TestCaptureCloseWithoutFsyncNoOpen(t *testing.T) {
+	tm := mountT(t, "", noOpen)
+	copyFixture(t, "v17", filepath.Join(tm.backing, "m"))
+	mh := loadHeader(t, filepath.Join(tm.backing, "m", "cyrus.header"))
+	p := filepath.Join(tm.mnt, "m", "cyrus.index")
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cyrusCommit(t, f, mh.UserFlags, true, nil, setFlags(diff.FlagDeleted, -1, 2, 9))
+	f.Close()
+	time.Sleep(100 * time.Millisecond) // a RELEASE would have arrived by now
+	if bs := tm.sink.take(); len(bs) != 0 {
+		t.Fatalf("%d batches after close without fsync, want 0 (no RELEASE in no-open mode)", len(bs))
+	}
+	f, err = os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ix := cyrusCommit(t, f, mh.UserFlags, false, nil, setFlags(diff.FlagFlagged, -1, 4))
+	bs := tm.sink.take()
+	if len(bs) != 1 {
+		t.Fatalf("%d batches after the next fsync, want 1", len(bs))
+	}
+	checkBatch(t, bs[0], mh, ix, 2, 4, 9)
+	checkNoOpen(t, tm)
+	tm.noCaptureErrors(t)
+}
+
+func TestCaptureRepackRename(t *testing.T) { testCaptureRepackRename(t, mountT(t, "")) }
+
+// TestCaptureRepackRenameNoOpen: the rename still commits, and the replaced
+// index stays readable through a descriptor opened before.
+func TestCaptureRepackRenameNoOpen(t *testing.T) {
+	tm := mountT(t, "", noOpen)
+	testCaptureRepackRename(t, tm)
+	checkNoOpen(t, tm)
+}
+
+func testCaptureRepackRename(t *testing.T, tm *testMount) {
 	copyFixture(t, "v17", filepath.Join(tm.backing, "m"))
 	mh := loadHeader(t, filepath.Join(tm.backing, "m", "cyrus.header"))
 	dir := filepath.Join(tm.mnt, "m")
@@ -292,7 +355,20 @@ func TestCaptureRepackRename(t *testing.T) {
 	}
 	checkBatch(t, bs[0], mh, ix, 3)
 
-	// The old descriptor still reads the old file; the path the new one.
+	// The old descriptor still reads and stats the old file; the path the new one.
+	if st, err := keep.Stat(); err != nil || st.Size() != int64(len(old)) {
+		t.Errorf("stat of the old descriptor: %v, size want %d", err, len(old))
+	}
+	// No-open mode serves the replaced file's attributes from the daemon's
+	// descriptor. (With handles, an fchmod carries no handle and goes by
+	// path, and the replaced file has none any more: ENOENT.)
+	if tm.cfg.NoOpen {
+		if err := keep.Chmod(0o640); err != nil {
+			t.Errorf("fchmod of the old descriptor: %v", err)
+		} else if st, err := keep.Stat(); err != nil || st.Mode().Perm() != 0o640 {
+			t.Errorf("old descriptor after fchmod 0640: %v %v", st.Mode(), err)
+		}
+	}
 	got := make([]byte, len(old))
 	if _, err := keep.ReadAt(got, 0); err != nil || !bytes.Equal(got, old) {
 		t.Errorf("old descriptor no longer reads the replaced file (err %v)", err)

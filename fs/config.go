@@ -34,6 +34,12 @@ type Config struct {
 	// NoPassthrough turns kernel passthrough off for the whole mount, so
 	// every file is served by the daemon (slower; for comparison).
 	NoPassthrough bool
+	// NoOpen is for a metapartition mount: every file is served by the
+	// daemon without kernel passthrough, and the kernel sends no OPEN,
+	// RELEASE or FLUSH (one round trip fewer per open and per close).
+	// Writes of a handle closed without fsync are then committed with the
+	// next commit instead of at close (noopen.go). Off by default.
+	NoOpen bool
 }
 
 // InPlace reports whether the overlay is mounted over its own backing

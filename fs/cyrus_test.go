@@ -18,6 +18,12 @@ import (
 // cyrus.index and cyrus.header cross FUSE).
 func cyrusOnMount(t *testing.T, metapartition bool, conf ...string) (*testMount, *cyrustest.Instance) {
 	t.Helper()
+	return cyrusOnMountCfg(t, metapartition, func(*Config) {}, conf...)
+}
+
+// cyrusOnMountCfg is cyrusOnMount with a change to the mount's Config.
+func cyrusOnMountCfg(t *testing.T, metapartition bool, mutate func(*Config), conf ...string) (*testMount, *cyrustest.Instance) {
+	t.Helper()
 	cyrustest.Skip(t)
 	needFUSE(t)
 	top, err := os.MkdirTemp("", "iwfs-")
@@ -36,7 +42,7 @@ func cyrusOnMount(t *testing.T, metapartition bool, conf ...string) (*testMount,
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tm := mountT(t, backing, func(c *Config) { c.Mountpoint = mnt })
+	tm := mountT(t, backing, func(c *Config) { c.Mountpoint = mnt }, mutate)
 	opts := cyrustest.Options{Name: "FS", Partition: tm.mnt, Conf: conf}
 	if metapartition {
 		plain := filepath.Join(top, "spool")
@@ -301,6 +307,20 @@ func TestCyrusImmediateExpunge(t *testing.T) {
 
 func TestCyrusMetapartition(t *testing.T) {
 	tm, in := cyrusOnMount(t, true)
+	testCyrusMetapartition(t, tm, in)
+}
+
+// TestCyrusMetapartitionNoOpen is TestCyrusMetapartition on a no-open mount:
+// the kernel sends one OPEN (answered ENOSYS) and none after it.
+func TestCyrusMetapartitionNoOpen(t *testing.T) {
+	tm, in := cyrusOnMountCfg(t, true, noOpen)
+	testCyrusMetapartition(t, tm, in)
+	if st := tm.Stats(); st.Opens != 1 || st.HookedOpens != 0 {
+		t.Errorf("no-open mount saw %d OPEN requests and %d hooked opens, want 1 and 0", st.Opens, st.HookedOpens)
+	}
+}
+
+func testCyrusMetapartition(t *testing.T, tm *testMount, in *cyrustest.Instance) {
 	runCyrusScenario(t, tm, in, false)
 	// Only index and header files live on the mount.
 	filepath.Walk(tm.backing, func(p string, fi os.FileInfo, err error) error {

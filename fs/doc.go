@@ -45,6 +45,14 @@
 // round trip. The overlay needs nothing else: cyrus.header sits beside
 // cyrus.index in the same mailbox directory, as in whole-spool mode.
 //
+// No-open (Config.NoOpen, for a metapartition mount): nothing there needs
+// passthrough, so the daemon answers OPEN with ENOSYS and the kernel stops
+// sending OPEN, RELEASE and FLUSH for the mount; reads, writes and fsyncs
+// arrive without a file handle and are served from one daemon descriptor per
+// inode (noopen.go). Commits close at the fsync after a header write and at
+// a rename over cyrus.index; there is no commit at close (a close without
+// fsync leaves its writes pending for the next commit's batch).
+//
 // In place: with Config.Backing empty the overlay is mounted over the spool
 // directory itself. The directory is opened before mounting and served
 // through that descriptor (/proc/self/fd/N), so no data moves.

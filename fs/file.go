@@ -55,7 +55,7 @@ func (h *hookFile) Write(ctx context.Context, data []byte, off int64) (uint32, s
 	if h.c == nil {
 		return h.lf.Write(ctx, data, off)
 	}
-	return h.c.write(h, data, off, func() (uint32, syscall.Errno) { return h.lf.Write(ctx, data, off) })
+	return h.c.write(h.n, h, data, off, func() (uint32, syscall.Errno) { return h.lf.Write(ctx, data, off) })
 }
 
 // Writev is Write for a payload the transport delivered in pieces.
@@ -73,7 +73,7 @@ func (h *hookFile) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	errno := h.lf.Fsync(ctx, flags)
 	h.n.ov.stats.since(t0, &h.n.ov.stats.fsyncNanos)
 	if h.c != nil {
-		h.c.fsynced(ctx, h, errno)
+		h.c.fsynced(ctx, h.n, errno)
 	}
 	return errno
 }

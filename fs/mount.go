@@ -70,7 +70,7 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 		return nil, fmt.Errorf("stat backing %s: %w", rootPath, err)
 	}
 	root := &gofs.LoopbackRoot{Path: rootPath, Dev: uint64(rst.Dev)}
-	m.ov = &overlay{root: root, rootPath: rootPath, sink: cfg.Sink, log: log}
+	m.ov = &overlay{root: root, rootPath: rootPath, sink: cfg.Sink, log: log, noOpen: cfg.NoOpen}
 	rootNode := &node{LoopbackNode: &gofs.LoopbackNode{RootData: root}, ov: m.ov}
 	root.RootNode = rootNode
 
@@ -99,7 +99,7 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 		},
 	}
 
-	if cfg.NoPassthrough {
+	if cfg.NoPassthrough || cfg.NoOpen {
 		opts.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
 	srv, err := gofs.Mount(cfg.Mountpoint, rootNode, opts)
@@ -108,9 +108,11 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
 	m.server = srv
-	log.Info("mounted", zap.String("mountpoint", cfg.Mountpoint), zap.String("backing", cfg.Backing), zap.Bool("in_place", cfg.InPlace()))
+	log.Info("mounted", zap.String("mountpoint", cfg.Mountpoint), zap.String("backing", cfg.Backing), zap.Bool("in_place", cfg.InPlace()),
+		zap.Bool("no_open", cfg.NoOpen))
 	go func() {
 		srv.Wait()
+		m.ov.bare.closeAll()
 		m.closeRoot()
 		close(m.done)
 	}()
@@ -129,7 +131,7 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 // Stats returns the mount's counters.
 func (m *Mounted) Stats() Stats {
 	s := &m.ov.stats
-	return Stats{HookedOpens: s.hookedOpens.Load(), Writes: s.writes.Load(), Batches: s.batches.Load(), Failures: s.failures.Load(),
+	return Stats{Opens: s.opens.Load(), HookedOpens: s.hookedOpens.Load(), Writes: s.writes.Load(), Batches: s.batches.Load(), Failures: s.failures.Load(),
 		CommitTime: time.Duration(s.commitNanos.Load()), FsyncTime: time.Duration(s.fsyncNanos.Load())}
 }
 

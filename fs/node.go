@@ -44,7 +44,8 @@ type node struct {
 	opens     int      // handles not yet released
 	hooked    bool     // mode of the open handles; decided when opens == 0
 	keepCache bool     // the page cache of this inode is only written through hooked handles
-	cap       *capture // set while hooked handles are open
+	cap       *capture // set while hooked handles are open; in no-open mode with fd
+	fd        *os.File // no-open mode: the daemon's descriptor on the backing inode
 }
 
 var (
@@ -73,7 +74,13 @@ func (n *node) relPath() string { return n.Path(n.ov.rootInode()) }
 func (n *node) backingPath() string { return filepath.Join(n.ov.rootPath, n.relPath()) }
 
 // Open opens the backing file and returns a hooked or a passthrough handle.
+// In no-open mode it answers ENOSYS, so the kernel stops sending OPEN and
+// RELEASE (noopen.go).
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	n.ov.stats.opens.Add(1)
+	if n.ov.noOpen {
+		return nil, 0, syscall.ENOSYS
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	fh, ff, errno := n.LoopbackNode.Open(ctx, flags)
@@ -90,8 +97,13 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	cn, ok := ch.Operations().(*node)
-	if !ok {
+	if !ok || n.ov.noOpen {
+		// No-open mode: the child is served through its node like any
+		// file; a handle here would be released only by newer kernels.
 		fh.(gofs.FileReleaser).Release(ctx)
+		if ok {
+			return ch, nil, ff | fuse.FOPEN_NOFLUSH, 0
+		}
 		return nil, nil, 0, syscall.EIO
 	}
 	cn.mu.Lock()
@@ -171,6 +183,16 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		}
 		if c != nil {
 			c.beforeTruncate(n)
+		}
+	}
+	if f == nil && n.ov.noOpen && n.name() == "" {
+		// No-open mode, file unlinked or renamed over: its path is gone,
+		// its descriptor (if the node has one) is not.
+		n.mu.Lock()
+		fd := n.fd
+		n.mu.Unlock()
+		if fd != nil {
+			f = gofs.NewLoopbackFileFromOS(fd) // shares fd; never released
 		}
 	}
 	return n.LoopbackNode.Setattr(ctx, f, in, out)

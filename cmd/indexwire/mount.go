@@ -35,7 +35,7 @@ type mountConfig struct {
 	daemonFlags
 	backing, logDeltas, peer, keyDir string
 	pins                             multiFlag
-	noPassthrough, debug             bool
+	noPassthrough, noOpen, debug     bool
 }
 
 // mountFlags defines mount's flags, with their defaults, on a new FlagSet.
@@ -49,6 +49,7 @@ func mountFlags(stderr io.Writer) (*flag.FlagSet, *mountConfig) {
 	fl.StringVar(&c.keyDir, "key", "", "directory with this side's key.pem and cert.pem (indexwire keygen)")
 	fl.Var(&c.pins, "peer-cert-sha256", "SHA-256 fingerprint of the replica's certificate (repeatable)")
 	fl.BoolVar(&c.noPassthrough, "no-passthrough", false, "serve every file through the daemon (slower; for comparison)")
+	fl.BoolVar(&c.noOpen, "no-open", false, "for a metapartition mount: no kernel passthrough, OPEN/RELEASE skipped")
 	fl.BoolVar(&c.debug, "debug-fuse", false, "log every FUSE request (very verbose)")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: indexwire mount [--backing DIR] [--log-deltas FILE|-] [--peer ADDR --key DIR --peer-cert-sha256 FP] MOUNTPOINT")
@@ -132,7 +133,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	m, err := fs.Mount(ctx, fs.Config{Backing: c.backing, Mountpoint: mountpoint, Sink: out, Logger: log,
-		Debug: c.debug, NoPassthrough: c.noPassthrough})
+		Debug: c.debug, NoPassthrough: c.noPassthrough, NoOpen: c.noOpen})
 	if err != nil {
 		return err
 	}
