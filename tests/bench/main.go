@@ -50,6 +50,7 @@ func run() error {
 	bin := flag.String("bin", "bin/indexwire", "indexwire binary (make build)")
 	changes := flag.Int("changes", 0, "STOREs per system and mailbox size (default 200, -quick 60)")
 	overlayMsgs := flag.Int("overlay-messages", 10000, "messages in the overlay benchmark's mailbox")
+	overlayNoOpen := flag.Bool("overlay-no-open", false, "overlay: a fourth instance, metapartition on `indexwire mount --no-open`")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -137,7 +138,7 @@ func run() error {
 	}
 	if sections["overlay"] && ctx.Err() == nil {
 		progress("overlay: three Cyrus instances, %d messages each", *overlayMsgs)
-		s, err := overlaySection(ctx, binary, base, *overlayMsgs, shape, io.MultiWriter(logf, progressWriter{progress}))
+		s, err := overlaySection(ctx, binary, base, *overlayMsgs, shape, *overlayNoOpen, io.MultiWriter(logf, progressWriter{progress}))
 		if err != nil {
 			failed = append(failed, "overlay: "+err.Error())
 		} else {

@@ -24,15 +24,16 @@ type mountProc struct {
 }
 
 // startMount mounts backing on mnt with the indexwire binary and waits
-// until the mount shows in mountinfo.
-func startMount(bin, backing, mnt string, log io.Writer) (*mountProc, error) {
+// until the mount shows in mountinfo. extra are more mount flags.
+func startMount(bin, backing, mnt string, log io.Writer, extra ...string) (*mountProc, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	addr := l.Addr().String()
 	l.Close()
-	cmd := exec.Command(bin, "mount", "--backing", backing, "--metrics-addr", addr, "--log-level", "warn", mnt)
+	args := append([]string{"mount", "--backing", backing, "--metrics-addr", addr, "--log-level", "warn"}, extra...)
+	cmd := exec.Command(bin, append(args, mnt)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

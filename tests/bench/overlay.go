@@ -18,12 +18,17 @@ import (
 
 // The three deployments of issue 3 compared in one run.
 const (
-	depPlain = iota // partition on a plain directory
-	depWhole        // partition is the overlay (whole spool through FUSE)
-	depMeta         // data partition plain, metapartition (index, header) is the overlay
+	depPlain      = iota // partition on a plain directory
+	depWhole             // partition is the overlay (whole spool through FUSE)
+	depMeta              // data partition plain, metapartition (index, header) is the overlay
+	depMetaNoOpen        // depMeta on `indexwire mount --no-open` (only with -overlay-no-open)
 )
 
-var depNames = []string{"plain dir", "whole spool on overlay", "metapartition on overlay"}
+var depNames = []string{"plain dir", "whole spool on overlay", "metapartition on overlay", "metapartition on overlay --no-open"}
+
+// depCols are the column names of each deployment: latency and ratio.
+var depCols = [][2]string{{"plain p50 / p99 ms", ""}, {"whole spool p50 / p99 ms", "**whole / plain**"},
+	{"metapartition p50 / p99 ms", "**meta / plain**"}, {"meta --no-open p50 / p99 ms", "**meta no-open / plain**"}}
 
 // The command kinds of the workload.
 const (
@@ -55,9 +60,9 @@ type ovInst struct {
 }
 
 // overlaySection runs the IMAP workload of issue 3 against the three
-// deployments, interleaved command kind by command kind, with the order of
-// instances rotating every round.
-func overlaySection(ctx context.Context, bin, base string, msgs int, sh overlayShape, log io.Writer) (string, error) {
+// deployments (four with noOpen), interleaved command kind by command kind,
+// with the order of instances rotating every round.
+func overlaySection(ctx context.Context, bin, base string, msgs int, sh overlayShape, noOpen bool, log io.Writer) (string, error) {
 	dir, err := os.MkdirTemp(base, "overlay-")
 	if err != nil {
 		return "", err
@@ -66,7 +71,11 @@ func overlaySection(ctx context.Context, bin, base string, msgs int, sh overlayS
 		return "", err
 	}
 	defer os.RemoveAll(dir)
-	insts := make([]*ovInst, 3)
+	ndep := 3
+	if noOpen {
+		ndep = 4
+	}
+	insts := make([]*ovInst, ndep)
 	defer func() {
 		for _, x := range insts {
 			if x == nil {
@@ -97,7 +106,11 @@ func overlaySection(ctx context.Context, bin, base string, msgs int, sh overlayS
 					return "", err
 				}
 			}
-			if x.mount, err = startMount(bin, backing, mnt, log); err != nil {
+			var extra []string
+			if dep == depMetaNoOpen {
+				extra = []string{"--no-open"}
+			}
+			if x.mount, err = startMount(bin, backing, mnt, log, extra...); err != nil {
 				return "", err
 			}
 			if dep == depWhole {
@@ -113,10 +126,10 @@ func overlaySection(ctx context.Context, bin, base string, msgs int, sh overlayS
 			return "", err
 		}
 	}
-	// Fill the three mailboxes at once (the machine has 2 cores; this is setup).
-	fill := make([]time.Duration, 3)
+	// Fill the mailboxes at once (the machine has 2 cores; this is setup).
+	fill := make([]time.Duration, ndep)
 	var wg sync.WaitGroup
-	errs := make([]error, 3)
+	errs := make([]error, ndep)
 	for i, x := range insts {
 		wg.Go(func() {
 			t0 := time.Now()
@@ -147,7 +160,7 @@ func overlaySection(ctx context.Context, bin, base string, msgs int, sh overlayS
 		}
 		x.exists = st.Exists
 	}
-	commits0 := make([]float64, 3)
+	commits0 := make([]float64, ndep)
 	for _, x := range insts {
 		if x.mount != nil {
 			commits0[x.dep], _ = x.mount.counter(ctx, "commits_total")
@@ -155,8 +168,11 @@ func overlaySection(ctx context.Context, bin, base string, msgs int, sh overlayS
 	}
 	start := time.Now()
 	for r := 0; r < sh.rounds; r++ {
-		order := []int{0, 1, 2}
-		for k := 0; k < r%3; k++ {
+		order := make([]int, ndep)
+		for i := range order {
+			order[i] = i
+		}
+		for k := 0; k < r%ndep; k++ {
 			order = append(order[1:], order[0])
 		}
 		if r%2 == 1 {
@@ -176,18 +192,28 @@ func overlaySection(ctx context.Context, bin, base string, msgs int, sh overlayS
 	elapsed := time.Since(start)
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Overlay (issue 3)\n\n")
-	fmt.Fprintf(&b, "Three Cyrus 3.6 instances in one run, each with user alice's INBOX filled with %d messages: "+
+	fmt.Fprintf(&b, "%s Cyrus 3.6 instances in one run, each with user alice's INBOX filled with %d messages: "+
 		"partition on a plain directory; whole partition on `indexwire mount --backing` (passthrough for non-index files); "+
 		"data partition plain with `metapartition-default` on `indexwire mount` (`metapartition_files: index header`). "+
 		"One persistent IMAP session each (TCP_NODELAY). %d rounds; per round and instance: %d single-UID STOREs "+
-		"toggling \\Seen on random UIDs (same seed for all three), %d FETCH 1:*, %d APPENDs, %d SELECT/EXAMINE; "+
-		"each command kind runs on the three instances in turn, their order rotating every round. "+
+		"toggling \\Seen on random UIDs (same seed for all), %d FETCH 1:*, %d APPENDs, %d SELECT/EXAMINE; "+
+		"each command kind runs on the instances in turn, their order rotating every round. "+
 		"Throughput ratio = time on plain / time on overlay for the same commands (>1 would be faster): "+
 		"median of the per-round ratios [min-max]. Every reply is checked (tagged OK, STORE echo, FETCH count, EXISTS). "+
 		"Workload time %v.\n\n",
-		msgs, sh.rounds, sh.stores, sh.fetches, sh.appends, sh.selects, elapsed.Round(time.Second))
-	t := table{head: []string{"command", "plain p50 / p99 ms", "whole spool p50 / p99 ms", "**whole / plain**",
-		"metapartition p50 / p99 ms", "**meta / plain**", "stock loopback (cyrus-on-fuse.md)"}}
+		[]string{3: "Three", 4: "Four"}[ndep], msgs, sh.rounds, sh.stores, sh.fetches, sh.appends, sh.selects, elapsed.Round(time.Second))
+	if noOpen {
+		fmt.Fprintf(&b, "A fourth instance, interleaved the same way, is the metapartition deployment on "+
+			"`indexwire mount --no-open` (the kernel sends no OPEN, RELEASE or FLUSH).\n\n")
+	}
+	head := []string{"command"}
+	for dep := range ndep {
+		head = append(head, depCols[dep][0])
+		if dep != depPlain {
+			head = append(head, depCols[dep][1])
+		}
+	}
+	t := table{head: append(head, "stock loopback (cyrus-on-fuse.md)")}
 	stock := []string{"0.34", "1.0", "0.56", "0.59"}
 	for op := 0; op < numOps; op++ {
 		row := []string{opNames[op]}
