@@ -38,7 +38,10 @@ type Config struct {
 	// daemon without kernel passthrough, and the kernel sends no OPEN,
 	// RELEASE or FLUSH (one round trip fewer per open and per close).
 	// Writes of a handle closed without fsync are then committed with the
-	// next commit instead of at close (noopen.go). Off by default.
+	// next commit instead of at close (noopen.go). The daemon keeps one
+	// descriptor per file read or written (two per mailbox) until the
+	// kernel forgets the inode. Needs a kernel offering
+	// FUSE_NO_OPEN_SUPPORT (Mount fails otherwise). Off by default.
 	NoOpen bool
 }
 

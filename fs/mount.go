@@ -107,6 +107,14 @@ func Mount(ctx context.Context, cfg Config) (*Mounted, error) {
 		m.closeRoot()
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
+	if cfg.NoOpen && srv.KernelSettings().Flags64()&fuse.CAP_NO_OPEN_SUPPORT == 0 {
+		// An old kernel would fail every open with ENOSYS.
+		if err := srv.Unmount(); err != nil {
+			log.Error("unmount after refusing no-open", zap.String("mountpoint", cfg.Mountpoint), zap.Error(err))
+		}
+		m.closeRoot()
+		return nil, fmt.Errorf("mount %s: no-open: the kernel does not offer FUSE_NO_OPEN_SUPPORT; mount without it", cfg.Mountpoint)
+	}
 	m.server = srv
 	log.Info("mounted", zap.String("mountpoint", cfg.Mountpoint), zap.String("backing", cfg.Backing), zap.Bool("in_place", cfg.InPlace()),
 		zap.Bool("no_open", cfg.NoOpen))
