@@ -427,29 +427,11 @@ func writeMailboxHeader(path string, b []byte) error {
 	if err != nil {
 		return fmt.Errorf("stat mailbox header: %w", err)
 	}
-	tmp := path + ".NEW"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fi.Mode().Perm())
+	err = writeFileAtomic(path, path+".NEW", b, fi.Mode().Perm(), func(f *os.File) error { return chownLike(f, path) })
 	if err != nil {
-		return fmt.Errorf("write mailbox header: %w", err)
-	}
-	err = chownLike(f, path)
-	if err == nil {
-		_, err = f.Write(b)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
 		return fmt.Errorf("write mailbox header %s: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
+	return nil
 }
 
 // Recover replays the redo files a crash left behind: for each, it locks

@@ -28,12 +28,23 @@ const (
 // writeFileSync writes b to path atomically and durably: a temporary file,
 // fsync, rename, fsync of the directory.
 func writeFileSync(path string, b []byte) error {
-	tmp := path + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	return writeFileAtomic(path, path+tmpSuffix, b, 0o600, nil)
+}
+
+// writeFileAtomic writes b to tmp (prep, if set, runs on the new file
+// first), fsyncs it, renames it over path and fsyncs the directory. On
+// error tmp is removed and path is untouched.
+func writeFileAtomic(path, tmp string, b []byte, perm os.FileMode, prep func(*os.File) error) error {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(b)
+	if prep != nil {
+		err = prep(f)
+	}
+	if err == nil {
+		_, err = f.Write(b)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"github.com/indexwire/indexwire/tests/cyrustest"
+
+	"github.com/indexwire/indexwire/tests/pair"
 )
 
 func main() {
@@ -55,7 +57,7 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root, err := moduleRoot()
+	root, err := pair.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -198,23 +200,6 @@ func machine() string {
 		cyr = "cyrus-imapd " + string(out)
 	}
 	return fmt.Sprintf("%d CPUs, kernel %s, %s, %s", runtime.NumCPU(), strings.TrimSpace(string(kernel)), cyr, runtime.Version())
-}
-
-func moduleRoot() (string, error) {
-	d, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		p := filepath.Dir(d)
-		if p == d {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		d = p
-	}
 }
 
 // chownCyrus hands dir to cyrus:mail, as Cyrus's partitions must be.

@@ -7,12 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/indexwire/indexwire/tests/pair"
 )
 
 // mountProc is one `indexwire mount --backing B M` daemon, a child process.
@@ -42,7 +43,7 @@ func startMount(bin, backing, mnt string, log io.Writer, extra ...string) (*moun
 	m := &mountProc{cmd: cmd, mnt: mnt, metrics: addr, done: make(chan error, 1)}
 	go func() { m.done <- cmd.Wait() }()
 	deadline := time.Now().Add(15 * time.Second)
-	for !isFuseMount(mnt) {
+	for !pair.IsMounted(mnt) {
 		select {
 		case err := <-m.done:
 			return nil, fmt.Errorf("mount on %s exited: %v", mnt, err)
@@ -66,7 +67,7 @@ func (m *mountProc) stop() {
 		_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
 		<-m.done
 	}
-	if isFuseMount(m.mnt) {
+	if pair.IsMounted(m.mnt) {
 		_ = exec.Command("fusermount3", "-u", "-z", m.mnt).Run()
 	}
 }
@@ -87,19 +88,4 @@ func (m *mountProc) counter(ctx context.Context, name string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("metric indexwire_%s not found at %s", name, m.metrics)
-}
-
-// isFuseMount reports whether dir is a mount point of indexwire's FUSE file system.
-func isFuseMount(dir string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && f[4] == dir && strings.Contains(line, "fuse.indexwire") {
-			return true
-		}
-	}
-	return false
 }

@@ -89,7 +89,7 @@ func (pr *proc) exited() bool {
 // Build compiles the indexwire binary into dir and returns its path.
 func Build(ctx context.Context, dir string) (string, error) {
 	out := filepath.Join(dir, "indexwire")
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -101,7 +101,8 @@ func Build(ctx context.Context, dir string) (string, error) {
 	return out, nil
 }
 
-func moduleRoot() (string, error) {
+// ModuleRoot returns the directory of go.mod above the working directory.
+func ModuleRoot() (string, error) {
 	d, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -298,7 +299,7 @@ func (p *Pair) StartMount(extra ...string) error {
 		if pr.exited() {
 			return fmt.Errorf("mount daemon exited before mounting %s", p.Primary.Spool)
 		}
-		if isIndexwireMount(p.Primary.Spool) {
+		if IsMounted(p.Primary.Spool) {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -306,8 +307,8 @@ func (p *Pair) StartMount(extra ...string) error {
 	return fmt.Errorf("overlay not mounted on %s after 15s", p.Primary.Spool)
 }
 
-// isIndexwireMount reports whether dir is an indexwire FUSE mount point.
-func isIndexwireMount(dir string) bool {
+// IsMounted reports whether dir is an indexwire FUSE mount point.
+func IsMounted(dir string) bool {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return false
@@ -362,7 +363,7 @@ func (p *Pair) Close() error {
 		errs = append(errs, p.Primary.Stop())
 	}
 	errs = append(errs, p.StopMount(false))
-	if p.Primary != nil && isIndexwireMount(p.Primary.Spool) {
+	if p.Primary != nil && IsMounted(p.Primary.Spool) {
 		_ = exec.Command("fusermount3", "-u", "-z", p.Primary.Spool).Run()
 	}
 	errs = append(errs, p.StopServe(false))
