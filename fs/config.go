@@ -52,35 +52,35 @@ func (c *Config) InPlace() bool { return c.Backing == "" }
 // validate checks c and fills defaults. It does not look at mounts.
 func (c *Config) validate() error {
 	if c.Mountpoint == "" {
-		return errors.New("mount: mountpoint is required")
+		return errors.New("mountpoint is required")
 	}
 	mp, err := filepath.Abs(c.Mountpoint)
 	if err != nil {
-		return fmt.Errorf("mount: mountpoint %s: %w", c.Mountpoint, err)
+		return fmt.Errorf("mountpoint %s: %w", c.Mountpoint, err)
 	}
 	c.Mountpoint = filepath.Clean(mp)
 	if c.Backing != "" {
 		b, err := filepath.Abs(c.Backing)
 		if err != nil {
-			return fmt.Errorf("mount: backing directory %s: %w", c.Backing, err)
+			return fmt.Errorf("backing directory %s: %w", c.Backing, err)
 		}
 		c.Backing = filepath.Clean(b)
 		st, err := os.Stat(c.Backing)
 		if err != nil {
-			return fmt.Errorf("mount: backing directory: %w", err)
+			return fmt.Errorf("backing directory: %w", err)
 		}
 		if !st.IsDir() {
-			return fmt.Errorf("mount: backing %s is not a directory", c.Backing)
+			return fmt.Errorf("backing %s is not a directory", c.Backing)
 		}
 		if c.Backing == c.Mountpoint {
-			return fmt.Errorf("mount: backing %s equals the mountpoint; leave backing empty to mount in place", c.Backing)
+			return fmt.Errorf("backing %s equals the mountpoint; leave backing empty to mount in place", c.Backing)
 		}
 		if rel, err := filepath.Rel(c.Backing, c.Mountpoint); err == nil && rel != ".." && !filepath.IsAbs(rel) && (len(rel) < 3 || rel[:3] != "../") {
-			return fmt.Errorf("mount: mountpoint %s is inside backing %s", c.Mountpoint, c.Backing)
+			return fmt.Errorf("mountpoint %s is inside backing %s", c.Mountpoint, c.Backing)
 		}
 	}
 	if c.CacheTimeout < 0 {
-		return fmt.Errorf("mount: cache timeout %v is negative", c.CacheTimeout)
+		return fmt.Errorf("cache timeout %v is negative", c.CacheTimeout)
 	}
 	if c.CacheTimeout == 0 {
 		c.CacheTimeout = DefaultCacheTimeout
