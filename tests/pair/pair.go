@@ -33,6 +33,9 @@ type Options struct {
 	Log      io.Writer // daemon logs (stderr of both daemons); default discarded
 	// Rolling runs Cyrus's own rolling replication beside indexwire.
 	Rolling bool
+	// MountArgs and ServeArgs are extra flags for the two daemons
+	// (e.g. --metrics-addr).
+	MountArgs, ServeArgs []string
 	// LogLevel is both daemons' --log-level; default "debug" (tests show
 	// the logs when they fail). Benchmarks use "info".
 	LogLevel string
@@ -246,7 +249,7 @@ func (p *Pair) StartServe(extra ...string) error {
 	}
 	args := append([]string{"serve", "--listen", p.LinkAddr, "--spool", p.Replica.Spool, "--cyrus-conf", p.Replica.Conf,
 		"--state-dir", state, "--key", filepath.Join(p.Dir, "keys-replica"), "--peer-cert-sha256", p.PrimaryFP,
-		"--log-level", p.opts.LogLevel}, extra...)
+		"--log-level", p.opts.LogLevel}, append(p.opts.ServeArgs, extra...)...)
 	pr, err := startProc(p.daemon(args...))
 	if err != nil {
 		return fmt.Errorf("start serve: %w", err)
@@ -285,7 +288,7 @@ func waitUDP(addr string, pr *proc, d time.Duration) error {
 // streaming to the replica daemon, and waits until the mount is live.
 func (p *Pair) StartMount(extra ...string) error {
 	args := append([]string{"mount", "--peer", p.peerAddr(), "--key", filepath.Join(p.Dir, "keys-primary"),
-		"--peer-cert-sha256", p.ReplicaFP, "--log-deltas", p.Deltas, "--log-level", p.opts.LogLevel}, extra...)
+		"--peer-cert-sha256", p.ReplicaFP, "--log-deltas", p.Deltas, "--log-level", p.opts.LogLevel}, append(p.opts.MountArgs, extra...)...)
 	args = append(args, p.Primary.Spool)
 	pr, err := startProc(p.daemon(args...))
 	if err != nil {
