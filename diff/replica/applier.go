@@ -270,20 +270,16 @@ func (a *Applier) applyLocked(ctx context.Context, id, dir string, b *diff.Batch
 	}
 	if len(ar.NewFlags) > 0 {
 		// Cyrus commits cyrus.header before the index (mailbox_commit()).
-		hb = ar.HeaderFile
 		touched = true
-		if err := writeMailboxHeader(hpath, hb); err != nil {
+		if err := writeMailboxHeader(hpath, ar.HeaderFile); err != nil {
 			return nil, touched, err
 		}
 	}
+	// diff.Apply wrote header_file_crc for a new cyrus.header; a crash
+	// between that file and the index header is mended by Recover's repair.
 	hdr := &ar.Writes[len(ar.Writes)-1]
 	if hdr.Off != 0 {
 		return nil, touched, fmt.Errorf("apply batch to %s: diff.Apply wrote records without the header", id)
-	}
-	// header_file_crc: Cyrus stores the CRC of cyrus.header in the index
-	// header and re-reads cyrus.header when it changes.
-	if hdr.New, err = withHeaderFileCRC(m.path, hdr.New, diff.CRC32(hb)); err != nil {
-		return nil, touched, err
 	}
 	touched = true
 	if err := writeRuns(m.index, ar.Writes[:len(ar.Writes)-1]); err != nil {
@@ -332,19 +328,6 @@ func (a *Applier) repair(m *mailboxLock, file []byte, mh *diff.MailboxHeader, he
 	return true, nil
 }
 
-// withHeaderFileCRC returns the index header hb with header_file_crc set
-// to crc (and its own CRC recomputed).
-func withHeaderFileCRC(path string, hb []byte, crc uint32) ([]byte, error) {
-	h, err := diff.DecodeHeader(path+" (new header)", hb)
-	if err != nil {
-		return nil, err
-	}
-	if h.HeaderFileCRC == crc {
-		return hb, nil
-	}
-	h.HeaderFileCRC = crc
-	return h.Encode()
-}
 
 // writeRuns writes records, merging writes that touch end to end into one
 // pwrite (Cyrus writes one record per write(2); the result on disk is the
