@@ -116,6 +116,24 @@ func touches(ws []Write, lo, hi int64) bool {
 	return false
 }
 
+// UndoWrites returns a whole file as it was before writes, given its bytes
+// cur after them: each write's old bytes are put back, newest first, and a
+// file extended by a write is cut back to its old end.
+func UndoWrites(cur []byte, writes []Write) []byte {
+	b := slices.Clone(cur)
+	for i := len(writes) - 1; i >= 0; i-- {
+		w := writes[i]
+		if end := int(w.Off) + len(w.New); len(b) < end {
+			b = append(b, make([]byte, end-len(b))...)
+		}
+		copy(b[w.Off:], w.Old)
+		if len(w.Old) < len(w.New) {
+			b = b[:int(w.Off)+len(w.Old)]
+		}
+	}
+	return b
+}
+
 // unwrite returns cur (the bytes at off after the writes) as they were before
 // them. complete is false when part of the range lay past the old end of file.
 func unwrite(cur []byte, off int64, ws []Write) (old []byte, complete bool) {

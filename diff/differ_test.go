@@ -128,3 +128,17 @@ func TestDiffWritesLocalOnly(t *testing.T) {
 		t.Fatalf("%+v", b.Records)
 	}
 }
+
+func TestUndoWrites(t *testing.T) {
+	orig := []byte("0123456789")
+	cur := []byte("0ab3456789XY")
+	ws := []Write{{Off: 1, Old: []byte("12"), New: []byte("ab")}, {Off: 10, Old: nil, New: []byte("XY")}}
+	if got := UndoWrites(cur, ws); !bytes.Equal(got, orig) {
+		t.Errorf("undo = %q, want %q", got, orig)
+	}
+	// The same range written twice: the first write's old bytes win.
+	ws = []Write{{Off: 2, Old: []byte("23"), New: []byte("xx")}, {Off: 2, Old: []byte("xx"), New: []byte("yy")}}
+	if got := UndoWrites([]byte("01yy456789"), ws); !bytes.Equal(got, orig) {
+		t.Errorf("undo twice = %q", got)
+	}
+}

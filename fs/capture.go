@@ -117,25 +117,9 @@ func (c *capture) beforeTruncate(n *node) {
 		c.broken = fmt.Errorf("read file before truncate: %w", err)
 		return
 	}
-	if snap := undoWrites(cur, c.pending); len(snap) > 0 {
+	if snap := diff.UndoWrites(cur, c.pending); len(snap) > 0 {
 		c.hasSnap, c.snapshot, c.pending = true, snap, nil
 	}
-}
-
-// undoWrites returns cur with writes taken back, newest first.
-func undoWrites(cur []byte, writes []diff.Write) []byte {
-	b := bytes.Clone(cur)
-	for i := len(writes) - 1; i >= 0; i-- {
-		w := writes[i]
-		if end := int(w.Off) + len(w.New); len(b) < end {
-			b = append(b, make([]byte, end-len(b))...)
-		}
-		copy(b[w.Off:], w.Old)
-		if len(w.Old) < len(w.New) {
-			b = b[:int(w.Off)+len(w.Old)]
-		}
-	}
-	return b
 }
 
 func (c *capture) reset() {

@@ -379,12 +379,3 @@ func testCaptureRepackRename(t *testing.T, tm *testMount) {
 	}
 	tm.noCaptureErrors(t)
 }
-
-func TestUndoWrites(t *testing.T) {
-	orig := []byte("0123456789")
-	cur := []byte("0ab3456789XY")
-	ws := []diff.Write{{Off: 1, Old: []byte("12"), New: []byte("ab")}, {Off: 10, Old: nil, New: []byte("XY")}}
-	if got := undoWrites(cur, ws); !bytes.Equal(got, orig) {
-		t.Errorf("undo = %q, want %q", got, orig)
-	}
-}

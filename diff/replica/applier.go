@@ -328,7 +328,6 @@ func (a *Applier) repair(m *mailboxLock, file []byte, mh *diff.MailboxHeader, he
 	return true, nil
 }
 
-
 // writeRuns writes records, merging writes that touch end to end into one
 // pwrite (Cyrus writes one record per write(2); the result on disk is the
 // same and readers are excluded by the index lock).
