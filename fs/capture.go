@@ -264,9 +264,12 @@ func (ov *overlay) deliver(ctx context.Context, rel, reason string, b *diff.Batc
 	ov.sink.Commit(ctx, b)
 }
 
-// commitFailed logs a commit that produced no batch. Nothing is lost for
-// good: the primary's index stays the source of truth (Rule 1).
+// commitFailed logs a commit that produced no batch and asks the sink, if it
+// can, to re-derive the mailbox from its index (Rule 1), so nothing is lost.
 func (ov *overlay) commitFailed(rel, reason string, err error) {
 	ov.stats.failures.Add(1)
 	ov.log.Error("index commit not captured", zap.String("path", rel), zap.String("at", reason), zap.Error(err))
+	if r, ok := ov.sink.(Resyncer); ok {
+		r.Resync(context.Background(), filepath.Dir(rel))
+	}
 }

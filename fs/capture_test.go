@@ -2,9 +2,11 @@ package fs
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -378,4 +380,43 @@ func testCaptureRepackRename(t *testing.T, tm *testMount) {
 		t.Errorf("path does not read the new index (err %v)", err)
 	}
 	tm.noCaptureErrors(t)
+}
+
+// resyncCollector is a Sink that also records Resync requests.
+type resyncCollector struct {
+	collector
+	mu   sync.Mutex
+	dirs []string
+}
+
+func (r *resyncCollector) Resync(_ context.Context, dir string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dirs = append(r.dirs, dir)
+}
+
+// A commit that cannot become a batch (here: the mailbox's cyrus.header is
+// unreadable) asks a Resyncer sink to re-derive the mailbox from its index.
+func TestCaptureFailedCommitAsksForResync(t *testing.T) {
+	sink := &resyncCollector{}
+	tm := mountT(t, "", func(c *Config) { c.Sink = sink })
+	copyFixture(t, "v17", filepath.Join(tm.backing, "m"))
+	mh := loadHeader(t, filepath.Join(tm.backing, "m", "cyrus.header"))
+	if err := os.WriteFile(filepath.Join(tm.backing, "m", "cyrus.header"), []byte("not a cyrus header"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(tm.mnt, "m", "cyrus.index"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cyrusCommit(t, f, mh.UserFlags, false, nil, setFlags(diff.FlagSeen, -1, 11))
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if len(sink.dirs) != 1 || sink.dirs[0] != "m" || len(sink.take()) != 0 {
+		t.Fatalf("resync requests %q, batches %d", sink.dirs, len(sink.take()))
+	}
+	if n := len(tm.logs.FilterMessage("index commit not captured").All()); n != 1 {
+		t.Fatalf("%d failure log lines", n)
+	}
 }

@@ -19,6 +19,15 @@ type Sink interface {
 	Commit(ctx context.Context, b *diff.Batch)
 }
 
+// Resyncer is implemented by a Sink that can re-derive a mailbox's changes
+// from its index. When a commit cannot be turned into a batch, the overlay
+// calls Resync with the mailbox directory relative to the mount's root, so
+// the change is not left waiting for the mailbox's next commit (Rule 1: the
+// index is the source of truth). Like Commit, it must not block.
+type Resyncer interface {
+	Resync(ctx context.Context, dir string)
+}
+
 // SinkFunc adapts a function to a Sink.
 type SinkFunc func(ctx context.Context, b *diff.Batch)
 

@@ -29,6 +29,15 @@ func (s sinks) Commit(ctx context.Context, b *diff.Batch) {
 	}
 }
 
+// Resync passes a failed commit on to the sinks that can re-derive it.
+func (s sinks) Resync(ctx context.Context, dir string) {
+	for _, k := range s {
+		if r, ok := k.(fs.Resyncer); ok {
+			r.Resync(ctx, dir)
+		}
+	}
+}
+
 // mountConfig is the primary daemon's configuration: every flag, also
 // settable from the --config YAML file by flag name.
 type mountConfig struct {

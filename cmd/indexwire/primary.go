@@ -53,9 +53,15 @@ type shipper struct {
 type mailboxQueue struct {
 	items   []queued
 	running bool
-	gap     bool // the replica needs a catch-up for this mailbox
-	since   uint64
+	gap     bool   // the replica needs a catch-up for this mailbox
+	since   uint64 // from this modseq on
+	pos     uint64 // the replica's position as last reported (ack or Hello)
+	known   bool   // pos has been reported
 }
+
+// retryDelay spaces catch-ups of a mailbox whose batches keep failing, so a
+// broken stream does not turn into a busy loop.
+const retryDelay = time.Second
 
 type queued struct {
 	b       *diff.Batch
@@ -77,18 +83,43 @@ func (s *shipper) Commit(_ context.Context, b *diff.Batch) {
 	s.enqueue(b.Mailbox, queued{b: rb, at: time.Now()})
 }
 
-func (s *shipper) enqueue(id string, q queued) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// queueLocked returns the mailbox's queue, creating it; s.mu is held.
+func (s *shipper) queueLocked(id string) *mailboxQueue {
 	mq := s.queues[id]
 	if mq == nil {
 		mq = &mailboxQueue{}
 		s.queues[id] = mq
 	}
+	return mq
+}
+
+// startLocked starts the mailbox's drain goroutine unless it runs; s.mu is held.
+func (s *shipper) startLocked(id string, mq *mailboxQueue) {
+	if !mq.running && s.ctx.Err() == nil {
+		mq.running = true
+		s.wg.Add(1)
+		go s.drain(id, mq)
+	}
+}
+
+// gapLocked marks the mailbox for a catch-up from its index starting at the
+// replica's last reported position, or at from if none was reported; s.mu
+// is held.
+func (s *shipper) gapLocked(mq *mailboxQueue, from uint64) {
+	if mq.known {
+		from = min(from, mq.pos)
+	}
+	if !mq.gap || from < mq.since {
+		mq.gap, mq.since = true, from
+	}
+}
+
+func (s *shipper) enqueue(id string, q queued) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mq := s.queueLocked(id)
 	if len(mq.items) >= maxQueuedPerMailbox {
-		if !mq.gap {
-			mq.gap, mq.since = true, mq.items[0].b.OldHighestModSeq
-		}
+		s.gapLocked(mq, mq.items[0].b.OldHighestModSeq)
 		s.dropped.Add(uint64(len(mq.items)))
 		s.pending.Add(-int64(len(mq.items)))
 		mq.items = nil
@@ -96,11 +127,30 @@ func (s *shipper) enqueue(id string, q queued) {
 	}
 	mq.items = append(mq.items, q)
 	s.pending.Add(1)
-	if !mq.running {
-		mq.running = true
-		s.wg.Add(1)
-		go s.drain(id, mq)
-	}
+	s.startLocked(id, mq)
+}
+
+// Resync implements fs.Resyncer: a commit in dir (relative to the spool)
+// could not be turned into a batch, so the mailbox is caught up from its
+// index instead. It returns at once; the work runs on the mailbox's queue.
+func (s *shipper) Resync(_ context.Context, dir string) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		abs := filepath.Join(s.spool, dir)
+		mh, err := readMailboxHeader(abs)
+		if err != nil {
+			s.log.Error("resync: mailbox unknown; it catches up at the next connect", zap.String("dir", dir), zap.Error(err))
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.known[mh.UniqueID] = abs
+		mq := s.queueLocked(mh.UniqueID)
+		s.gapLocked(mq, 0)
+		s.startLocked(mh.UniqueID, mq)
+		s.log.Warn("resync: mailbox will be caught up from its index", zap.String("mailbox", mh.UniqueID), zap.Uint64("since", mq.since))
+	}()
 }
 
 // drain sends one mailbox's batches in order until its queue is empty.
@@ -133,23 +183,36 @@ func (s *shipper) ship(id string, mq *mailboxQueue, q queued) {
 	ack, err := s.send.Send(s.ctx, q.b)
 	s.oldestUnacked.Store(0)
 	if err != nil {
-		if s.ctx.Err() == nil {
-			// The link catches the mailbox up on reconnect; if the link stayed
-			// up, the next ack for this mailbox shows the gap.
-			s.log.Warn("batch not delivered", zap.String("mailbox", id), zap.Uint64("highestmodseq", q.b.HighestModSeq), zap.Error(err))
+		if s.ctx.Err() != nil {
+			return
 		}
+		s.log.Warn("batch not delivered", zap.String("mailbox", id), zap.Uint64("highestmodseq", q.b.HighestModSeq), zap.Error(err))
+		if errors.Is(err, link.ErrBatchRefused) {
+			return // the replica said no (e.g. uidvalidity differs): sending again changes nothing
+		}
+		// Lost on the way: re-derive it (and anything after it) from the
+		// index instead of waiting for the mailbox's next commit.
+		if q.catchUp {
+			select { // a catch-up that failed too: do not spin
+			case <-s.ctx.Done():
+				return
+			case <-time.After(retryDelay):
+			}
+		}
+		s.mu.Lock()
+		s.gapLocked(mq, q.b.OldHighestModSeq)
+		s.mu.Unlock()
 		return
 	}
 	s.lastAck.Store(time.Now().UnixNano())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mq.pos, mq.known = ack.HighestModSeq, true
 	// The replica's position is behind this batch: an earlier one was lost
 	// or overtaken. Re-derive the gap from the index, once: a catch-up whose
 	// ack still lags (records the replica lacks) waits for the next connect.
 	if ack.HighestModSeq < q.b.OldHighestModSeq && !q.catchUp {
-		s.mu.Lock()
-		if !mq.gap {
-			mq.gap, mq.since = true, ack.HighestModSeq
-		}
-		s.mu.Unlock()
+		s.gapLocked(mq, ack.HighestModSeq)
 	}
 }
 
@@ -186,10 +249,14 @@ func (s *shipper) CatchUp(ctx context.Context, states []diff.MailboxState) {
 			s.log.Warn("catch-up: skip mailbox", zap.String("dir", dir), zap.Error(err))
 			continue
 		}
+		st, ok := byID[mb.UniqueID]
 		s.mu.Lock()
 		s.known[mb.UniqueID] = dir
+		if ok && st.UIDValidity == ix.Header.UIDValidity {
+			mq := s.queueLocked(mb.UniqueID)
+			mq.pos, mq.known = st.HighestModSeq, true
+		}
 		s.mu.Unlock()
-		st, ok := byID[mb.UniqueID]
 		switch {
 		case !ok:
 			absent++
