@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -144,4 +145,42 @@ func TestShipperRederivesLostBatch(t *testing.T) {
 	cancel()
 	s.wait()
 	s2.wait()
+}
+
+// A batch too large for one frame is replaced by a catch-up in chunks.
+func TestShipperSplitsOversizeBatch(t *testing.T) {
+	spool, _, ix, mb := spoolWithMailbox(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fs := &fakeSender{fail: func(b *diff.Batch, _ int) error {
+		if len(b.Records) > 3 {
+			return fmt.Errorf("send batch: %w", link.ErrFrameTooLarge)
+		}
+		return nil
+	}}
+	s := newShipper(ctx, fs, spool, zap.NewNop())
+	s.chunk = 2
+	s.mu.Lock()
+	s.known[mb.UniqueID] = filepath.Join(spool, "uuid", "i", "9", "mbox")
+	s.mu.Unlock()
+	big := diff.Since(ix, mb, 0, 1000)[0] // every record in one batch
+	s.Commit(ctx, big)
+	waitFor(t, "chunks", func() bool {
+		bs := fs.batches()
+		return len(bs) > 1 && bs[len(bs)-1].HighestModSeq == ix.Header.HighestModSeq && !bs[len(bs)-1].Partial
+	})
+	got := map[uint32]bool{}
+	for _, b := range fs.batches()[1:] {
+		if len(b.Records) > 3 {
+			t.Fatalf("chunk of %d records", len(b.Records))
+		}
+		for _, d := range b.Records {
+			got[d.UID] = true
+		}
+	}
+	if len(got) != len(big.Records) {
+		t.Fatalf("chunks carried %d of %d records", len(got), len(big.Records))
+	}
+	cancel()
+	s.wait()
 }
